@@ -1,0 +1,57 @@
+# Everything a fresh machine needs: `make demo`, `make test`, `make setup`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ART ?= artifacts/demo
+DEMO_DATA ?= data/sample
+AIRFLOW_HOME ?= $(CURDIR)/.airflow
+DEMO_DATE ?= 2026-01-01
+PORT ?= 8000
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
+
+.PHONY: setup test lint typecheck demo airflow serve bench lock clean check-java
+
+setup: $(STAMP)
+
+check-java:
+	@command -v java >/dev/null 2>&1 || { echo "ERROR: java not found. Spark 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)."; exit 1; }
+	@java -version 2>&1 | head -1 | grep -Eq '"(1[7-9]|[2-9][0-9])' || { echo "ERROR: Java 17+ required, found: $$(java -version 2>&1 | head -1)"; exit 1; }
+
+# torch first, pinned, so that nothing pulls a multi-GB CUDA build (see PITFALLS).
+$(STAMP): pyproject.toml constraints.txt | check-java
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[batch,serve,airflow,dev]"
+	@# The Spark provider pulls pyspark-client, whose python files overwrite full pyspark's
+	@# and no longer match its jars: put the full pyspark back on top.
+	$(BIN)/pip install -q --force-reinstall --no-deps -c constraints.txt pyspark
+	touch $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check shared batch online dags tests bench
+	$(BIN)/mypy shared online
+
+test: setup lint
+	$(BIN)/python -m pytest -q tests
+
+demo: setup
+	bash scripts/demo.sh
+
+airflow: setup
+	bash scripts/airflow_standalone.sh
+
+serve: setup
+	$(BIN)/recsys serve --artifacts $(ART) --port $(PORT)
+
+bench: setup
+	bash bench/run_all.sh
+
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+clean:
+	rm -rf $(VENV) artifacts .airflow

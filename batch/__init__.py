@@ -1,0 +1,1 @@
+"""The nightly batch side: Spark jobs, FAISS index build, evaluation, publishing."""

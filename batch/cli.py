@@ -1,0 +1,26 @@
+"""Batch-side CLI commands: `recsys data ...` and `recsys batch ...`.
+
+Heavy imports (pyspark, faiss, torch) happen inside the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def register_data(app: typer.Typer) -> None:
+    from batch.data.cli import data_app
+
+    app.add_typer(data_app, name="data")
+
+
+def register_batch(app: typer.Typer) -> None:
+    from batch.pipeline.cli import batch_app
+
+    app.add_typer(batch_app, name="batch")
+
+
+def register_report(app: typer.Typer) -> None:
+    from batch.report.cli import report
+
+    app.command("report")(report)

@@ -1,0 +1,1 @@
+"""The nightly pipeline: one module per stage, composed by stages.py."""

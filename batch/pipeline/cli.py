@@ -1,0 +1,94 @@
+"""`recsys batch run | stage | rollback | prune`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.config import PipelineConfig
+from shared.errors import RecsysError
+
+batch_app = typer.Typer(help="The nightly batch pipeline.", no_args_is_help=True)
+log = logging.getLogger(__name__)
+
+DataOpt = Annotated[Path, typer.Option("--data", help="input directory (the data contract)")]
+ArtOpt = Annotated[Path, typer.Option("--artifacts", help="artifacts directory (runs, CURRENT, warehouse)")]
+DateOpt = Annotated[
+    str | None,
+    typer.Option("--run-date", help="YYYY-MM-DD; events before the end of this day are used (default: today, UTC)"),
+]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="JSON file overriding PipelineConfig")]
+MasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spark master URL (default local[*])")]
+
+
+def _context(data: Path, artifacts: Path, run_date: str | None, config: Path | None, master: str | None):  # type: ignore[no-untyped-def]
+    from batch.pipeline.context import RunContext
+
+    date = dt.date.fromisoformat(run_date) if run_date else dt.datetime.now(dt.UTC).date()
+    cfg = PipelineConfig.load(config, spark_master=master)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return RunContext(data_dir=data.resolve(), artifacts=artifacts.resolve(), run_date=date, config=cfg)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(1)
+
+
+@batch_app.command("run")
+def run(data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: ConfigOpt = None,
+        spark_master: MasterOpt = None) -> None:
+    """Run every stage: validate .. publish. Exits non-zero (reason printed) when a stage fails."""
+    from batch.pipeline.runner import PipelineRunner, summary_line
+
+    runner = PipelineRunner(_context(data, artifacts, run_date, config, spark_master))
+    try:
+        results = runner.run_all()
+    except RecsysError as exc:
+        raise _fail(exc) from exc
+    typer.echo(summary_line(results))
+
+
+@batch_app.command("stage")
+def stage(name: Annotated[str, typer.Argument(help="validate|embeddings|index|candidates|features|train_ranker|rank|evaluate|gate|publish")],
+          data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: ConfigOpt = None,
+          spark_master: MasterOpt = None) -> None:
+    """Run one stage alone (what each Airflow task does)."""
+    from batch.pipeline.runner import PipelineRunner
+
+    runner = PipelineRunner(_context(data, artifacts, run_date, config, spark_master))
+    try:
+        runner.run_stage(name)
+    except (RecsysError, ValueError) as exc:
+        raise _fail(exc) from exc
+    finally:
+        runner.close()
+
+
+@batch_app.command("rollback")
+def rollback_cmd(artifacts: ArtOpt,
+                 to: Annotated[str | None, typer.Option("--to", help="run id (default: the previous run)")] = None) -> None:
+    """Point CURRENT back at an earlier published run."""
+    from batch.pipeline.publish import rollback
+
+    try:
+        target = rollback(artifacts.resolve(), to)
+    except RecsysError as exc:
+        raise _fail(exc) from exc
+    typer.echo(f"CURRENT -> {target}")
+
+
+@batch_app.command("prune")
+def prune_cmd(artifacts: ArtOpt,
+              keep: Annotated[int, typer.Option(help="published runs to keep")] = 5,
+              work_retention_days: Annotated[int, typer.Option(help="delete work/<date> older than this")] = 14) -> None:
+    """Delete old runs (never CURRENT) and old per-date work directories."""
+    from batch.pipeline.publish import prune_runs, prune_work
+
+    removed = prune_runs(artifacts.resolve(), keep)
+    removed_work = prune_work(artifacts.resolve(), work_retention_days)
+    typer.echo(f"removed runs: {removed}; removed work dirs: {removed_work}")

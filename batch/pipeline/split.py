@@ -1,0 +1,54 @@
+"""Stage 3: the evaluation split, inside the pipeline and keyed on the data, never now().
+
+temporal: per user, the last `test_share` of their interactions by time are held out.
+random:   per user, a seeded random `test_share` is held out (the MS Recommenders protocol).
+cutoff:   everything at or after a global cutoff date is held out.
+Held-out items the user also has in training are dropped from the test set, because
+items seen in training are never recommended.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from shared.config import SplitConfig
+
+
+def split(interactions: DataFrame, config: SplitConfig) -> tuple[DataFrame, DataFrame]:
+    """interactions(user_idx, item_idx, ts, ...) -> (train, test(user_idx, item_idx))."""
+    if config.protocol == "cutoff":
+        if not config.cutoff:
+            raise ValueError("split.cutoff (an ISO date) is required with protocol=cutoff")
+        cutoff = int(
+            dt.datetime.fromisoformat(config.cutoff).replace(tzinfo=dt.UTC).timestamp()
+        )
+        is_test = F.col("ts") >= cutoff
+        tagged = interactions.withColumn("_test", is_test)
+    else:
+        order = (
+            [F.col("ts"), F.col("item_idx")]
+            if config.protocol == "temporal"
+            else [F.xxhash64("user_idx", "item_idx", "ts", F.lit(config.seed))]
+        )
+        per_user = Window.partitionBy("user_idx")
+        tagged = (
+            interactions.withColumn("_pos", F.row_number().over(per_user.orderBy(*order)))
+            .withColumn("_n", F.count("*").over(per_user))
+            .withColumn(
+                "_test",
+                (F.col("_n") >= config.min_user_events)
+                & (F.col("_pos") > F.floor(F.col("_n") * (1 - config.test_share))),
+            )
+            .drop("_pos", "_n")
+        )
+    train = tagged.where(~F.col("_test")).drop("_test")
+    test = (
+        tagged.where(F.col("_test"))
+        .select("user_idx", "item_idx")
+        .distinct()
+        .join(train.select("user_idx", "item_idx").distinct(), ["user_idx", "item_idx"], "left_anti")
+    )
+    return train, test

@@ -1,0 +1,112 @@
+"""Stage 1: validate interactions and quarantine bad rows, each with its reason.
+
+Nothing is dropped silently: every input row ends in exactly one of `clean` or
+`quarantine`. The run fails (after writing the quarantine) when the bad share exceeds the
+configured threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from shared.config import ValidationConfig
+from shared.errors import QuarantineThresholdExceeded
+
+_NUMERIC = r"^\s*-?\d+(\.\d+)?\s*$"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    clean: DataFrame
+    quarantine: DataFrame
+
+
+def parse_timestamp(raw: Column) -> Column:
+    """Unix seconds (integer or decimal) or ISO-8601; null when neither parses."""
+    as_number = F.when(raw.rlike(_NUMERIC), raw.try_cast("double").cast("long"))
+    as_iso = F.unix_timestamp(F.try_to_timestamp(F.trim(raw)))
+    return F.coalesce(as_number, as_iso)
+
+
+def _reason(df: DataFrame, run_end_epoch: int, known_items: DataFrame | None) -> DataFrame:
+    df = (
+        df.withColumn("user_id", F.trim("user_id"))
+        .withColumn("item_id", F.trim("item_id"))
+        .withColumn("ts", parse_timestamp(F.col("timestamp")))
+        .withColumn("event_type", F.coalesce(F.trim("event_type"), F.lit("interaction")))
+        .withColumn(
+            "weight_value",
+            F.when(
+                F.col("weight").isNull() | (F.trim("weight") == ""), F.lit(1.0)
+            ).otherwise(F.col("weight").try_cast("double")),
+        )
+    )
+    if known_items is not None:
+        df = df.join(
+            known_items.select(F.col("item_id").alias("_known")),
+            df.item_id == F.col("_known"),
+            "left",
+        )
+        unknown = F.col("_known").isNull()
+    else:
+        unknown = F.lit(False)
+    reason = (
+        F.when(F.col("user_id").isNull() | (F.col("user_id") == ""), "missing_user_id")
+        .when(F.col("item_id").isNull() | (F.col("item_id") == ""), "missing_item_id")
+        .when(F.col("ts").isNull(), "bad_timestamp")
+        .when(F.col("ts") >= run_end_epoch, "future_timestamp")
+        .when(F.col("weight_value").isNull() | (F.col("weight_value") < 0), "bad_weight")
+        .when(unknown, "unknown_item")
+    )
+    return df.withColumn("reason", reason)
+
+
+def validate(
+    raw: DataFrame,
+    run_end_epoch: int,
+    config: ValidationConfig,
+    known_items: DataFrame | None = None,
+) -> ValidationResult:
+    """Split raw interactions into clean rows and quarantined rows with a reason."""
+    tagged = _reason(raw.withColumn("_row", F.monotonically_increasing_id()), run_end_epoch,
+                     known_items)
+    if config.drop_duplicates:
+        key = Window.partitionBy("user_id", "item_id", "ts", "event_type").orderBy("_row")
+        tagged = tagged.withColumn(
+            "reason",
+            F.when(
+                F.col("reason").isNull() & (F.row_number().over(key) > 1), "duplicate"
+            ).otherwise(F.col("reason")),
+        )
+    tagged = tagged.cache()
+    clean = tagged.where(F.col("reason").isNull()).select(
+        "user_id",
+        "item_id",
+        "ts",
+        "event_type",
+        F.col("weight_value").alias("weight"),
+    )
+    quarantine = tagged.where(F.col("reason").isNotNull()).select(
+        F.col("_row").alias("row_number"),
+        "reason",
+        "user_id",
+        "item_id",
+        F.col("timestamp").alias("raw_timestamp"),
+        "event_type",
+        F.col("weight").alias("raw_weight"),
+    )
+    return ValidationResult(clean=clean, quarantine=quarantine)
+
+
+def check_threshold(n_total: int, n_bad: int, reasons: dict[str, int], max_share: float) -> None:
+    share = n_bad / n_total if n_total else 1.0
+    if n_total == 0 or share > max_share:
+        detail = ", ".join(f"{r}={n}" for r, n in sorted(reasons.items())) or "no rows at all"
+        raise QuarantineThresholdExceeded(
+            f"{n_bad} of {n_total} interaction rows ({share:.1%}) failed validation, above the "
+            f"threshold of {max_share:.1%} ({detail}). The rows are in the quarantine table; "
+            "fix the input or raise validation.max_bad_share."
+        )

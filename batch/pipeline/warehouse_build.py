@@ -1,0 +1,396 @@
+"""Rebuild the analysts' DuckDB warehouse at publish time (see docs/warehouse.md).
+
+Two files, each built under a temporary name and renamed into place, so readers never see a
+half-built one:
+
+* `ART/warehouse.duckdb` (restricted): the raw tables with original ids in `main` (what the
+  pipeline tests and on-call use), the same as views in schema `restricted`, the
+  `restricted.user_keys` map (user_id -> user_key), and the pseudonymised `analyst.*` views.
+* `ART/warehouse_analyst.duckdb` (what `recsys sql` opens by default): ONLY the
+  pseudonymised tables, materialised in schema `analyst`, with views of the same names in
+  `main`. No raw user id and no secret is in that file, so an analyst connection cannot
+  reach them whatever SQL it runs (strong isolation by construction, not by permissions).
+
+History: metrics and runs of every run ever published are kept in `ART/history/*.parquet`
+(appended idempotently per run_id at each rebuild), so pruning old bundles does not erase
+the trend of a metric across nights.
+
+The builder takes Parquet paths or in-memory Arrow tables (`WarehouseInputs`), so tests and
+the benchmark build a warehouse without Spark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeAlias
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared import request_log
+from shared.bundle import RUNS_DIR, BundleManifest, load_manifest, run_dir
+from shared.privacy import load_key, pseudonyms
+from shared.warehouse import analyst_warehouse_path, warehouse_path
+
+# An Arrow table, a streaming RecordBatchReader (read once; the benchmark uses it to rename
+# columns of a 20M-row file without loading it), one Parquet file or a list of them.
+Source: TypeAlias = "pa.Table | pa.RecordBatchReader | Path | list[Path]"
+
+log = logging.getLogger(__name__)
+
+HISTORY_DIR = "history"
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("run_date", pa.date32()),
+        ("created_at", pa.timestamp("us")),  # UTC
+        ("code_version", pa.string()),
+        ("protocol", pa.string()),
+        ("row_counts", pa.string()),  # JSON
+        ("data_window", pa.string()),  # JSON
+    ]
+)
+METRICS_SCHEMA = pa.schema(
+    [("run_id", pa.string()), ("list", pa.string()), ("metric", pa.string()),
+     ("value", pa.float64())]
+)  # fmt: skip
+
+# Analyst tables: SQL over the raw tables ({m}) and the user_keys map ({r}). The same text
+# defines the views in the restricted file and the materialised tables in the analyst file.
+ANALYST_SQL: dict[str, str] = {
+    "items": "SELECT * FROM {m}.items",
+    "users": (
+        "SELECT k.user_key, u.region, u.region AS segment, a.first_seen, a.last_seen, "
+        "coalesce(a.events, 0) AS events FROM {m}.users u "
+        "JOIN {r}.user_keys k USING (user_id) LEFT JOIN (SELECT user_id, "
+        "min(event_time) AS first_seen, max(event_time) AS last_seen, count(*) AS events "
+        "FROM {m}.interactions GROUP BY user_id) a USING (user_id)"
+    ),
+    "interactions": (
+        "SELECT k.user_key, i.item_id, i.event_time, i.ts, i.event_type, i.weight "
+        "FROM {m}.interactions i JOIN {r}.user_keys k USING (user_id)"
+    ),
+    "recommendations": (
+        "SELECT k.user_key, r.rank, r.item_id, r.score, r.sources FROM {m}.recommendations r "
+        "JOIN {r}.user_keys k USING (user_id)"
+    ),
+    "candidates": (
+        "SELECT k.user_key, c.* EXCLUDE (user_id, user_idx) FROM {m}.candidates c "
+        "JOIN {r}.user_keys k USING (user_id)"
+    ),
+    "popular": "SELECT * FROM {m}.popular",
+    "quarantine": (
+        "SELECT k.user_key, q.* EXCLUDE (user_id) FROM {m}.quarantine q "
+        "LEFT JOIN {r}.user_keys k USING (user_id)"
+    ),
+    "runs": "SELECT * FROM {m}.runs",
+    "metrics": "SELECT * FROM {m}.metrics",
+    "served_requests": (
+        "SELECT s.request_id, s.ts, k.user_key, s.* EXCLUDE (request_id, ts, user_id) "
+        "FROM {m}.served_requests s LEFT JOIN {r}.user_keys k USING (user_id)"
+    ),
+    "served_impressions": (
+        "SELECT s.request_id, s.ts, k.user_key, s.* EXCLUDE (request_id, ts, user_id) "
+        "FROM {m}.served_impressions s LEFT JOIN {r}.user_keys k USING (user_id)"
+    ),
+}
+# Sorting the big analyst tables by user makes per-user scans and joins cheaper.
+ANALYST_ORDER = {"interactions": "user_key, ts", "recommendations": "user_key, rank"}
+
+
+@dataclass
+class WarehouseInputs:
+    """What goes into the warehouse. Each source is an Arrow table or reader, a Parquet
+    file, or a list of Parquet files. Optional sources missing -> empty tables of the right shape."""
+
+    items: Source
+    users: Source
+    recommendations: Source  # user_id, rank, item_id, score, sources (+ user_idx, item_idx)
+    popular: Source
+    candidates: Source | None = None  # user_idx, item_idx, sources, score_*, rank_*
+    quarantine: Source | None = None
+    interactions: Source | None = None  # user_id, item_id, ts (epoch s), event_type, weight
+    served: Source | None = None  # request_log.SCHEMA
+    runs: pa.Table = field(default_factory=RUNS_SCHEMA.empty_table)
+    metrics: pa.Table = field(default_factory=METRICS_SCHEMA.empty_table)
+    current_run: str | None = None
+
+
+def rebuild(artifacts: Path, run_id: str, clean_interactions: Path) -> Path:
+    """Rebuild both warehouse files for the published run `run_id` (publish and rollback)."""
+    bundle = run_dir(artifacts, run_id)
+    runs, metrics = update_history(artifacts)
+    served = request_log.part_files(request_log.log_dir(artifacts))
+    inputs = WarehouseInputs(
+        items=bundle / "items.parquet",
+        users=bundle / "users.parquet",
+        recommendations=bundle / "recommendations.parquet",
+        popular=bundle / "popular.parquet",
+        candidates=bundle / "candidates.parquet",
+        quarantine=bundle / "quarantine.parquet",
+        interactions=_parquet_files(clean_interactions) or None,
+        served=served or None,
+        runs=runs,
+        metrics=metrics,
+        current_run=run_id,
+    )
+    build(inputs, warehouse_path(artifacts), analyst_warehouse_path(artifacts),
+          load_key(artifacts))
+    return warehouse_path(artifacts)
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    """A Spark output directory's part files, or a single file. Pruned work partitions
+    leave nothing (the interactions table is then empty)."""
+    if path.is_file():
+        return [path]
+    return sorted(path.glob("*.parquet")) if path.is_dir() else []
+
+
+def build(inputs: WarehouseInputs, raw_target: Path, analyst_target: Path,
+          key: bytes) -> dict[str, float]:  # fmt: skip
+    """Write the restricted and the analyst warehouse files (tmp + rename each); return the
+    seconds each phase took (logged: the build is part of the publish stage's time)."""
+    raw_tmp = _tmp(raw_target)
+    analyst_tmp = _tmp(analyst_target)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        seconds[name] = round(now - started, 3)
+        started = now
+
+    try:
+        con = _connect(raw_tmp)
+        try:
+            _raw_tables(con, inputs)
+            lap("raw tables")
+            _user_keys(con, key)
+            lap("user keys")
+            _schemas_in_raw(con)
+        finally:
+            con.close()
+        con = _connect(analyst_tmp)
+        try:
+            con.execute(f"ATTACH {_q(raw_tmp)} AS raw (READ_ONLY)")
+            con.execute("CREATE SCHEMA analyst")
+            for name, sql in ANALYST_SQL.items():
+                order = f" ORDER BY {ANALYST_ORDER[name]}" if name in ANALYST_ORDER else ""
+                select = sql.format(m="raw.main", r="raw.restricted")
+                con.execute(f"CREATE TABLE analyst.{name} AS {select}{order}")
+                # Unqualified names keep working: `SELECT ... FROM recommendations`.
+                con.execute(f"CREATE VIEW main.{name} AS SELECT * FROM analyst.{name}")
+                lap(f"analyst.{name}")
+            con.execute("DETACH raw")
+        finally:
+            con.close()
+        os.replace(raw_tmp, raw_target)
+        os.replace(analyst_tmp, analyst_target)
+    finally:
+        raw_tmp.unlink(missing_ok=True)
+        analyst_tmp.unlink(missing_ok=True)
+    log.info("warehouse built: %s", seconds)
+    return seconds
+
+
+def _connect(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    # Timestamps are stored as naive UTC; casts from TIMESTAMPTZ must not use the local zone.
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # keeps the pipeline's log readable
+    return con
+
+
+def _tmp(target: Path) -> Path:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+    return tmp
+
+
+def _q(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _rel(con: duckdb.DuckDBPyConnection, name: str, src: Source) -> str:
+    """A FROM-clause expression for a source."""
+    if isinstance(src, pa.Table | pa.RecordBatchReader):
+        con.register(f"src_{name}", src)
+        return f"src_{name}"
+    paths = [src] if isinstance(src, Path) else src
+    return "read_parquet([" + ", ".join(_q(p) for p in paths) + "])"
+
+
+def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None:
+    con.execute(f"CREATE TABLE items AS SELECT * FROM {_rel(con, 'items', inputs.items)}")
+    con.execute(f"CREATE TABLE users AS SELECT * FROM {_rel(con, 'users', inputs.users)}")
+    recs = _rel(con, "recs", inputs.recommendations)
+    con.execute(f"CREATE TABLE recommendations AS SELECT * FROM {recs} ORDER BY user_id, rank")
+    if inputs.candidates is not None:
+        cands = _rel(con, "cands", inputs.candidates)
+        con.execute(
+            "CREATE TABLE candidates AS SELECT u.user_id, i.item_id, c.* FROM "
+            f"{cands} c JOIN users u USING (user_idx) JOIN items i USING (item_idx)"
+        )
+    else:
+        con.execute(
+            "CREATE TABLE candidates (user_id VARCHAR, item_id VARCHAR, user_idx INTEGER, "
+            "item_idx INTEGER, sources VARCHAR[])"
+        )
+    con.execute(f"CREATE TABLE popular AS SELECT * FROM {_rel(con, 'popular', inputs.popular)}")
+    # A fixed shape: the analyst views and canned queries rely on these columns, and an
+    # older or hand-made bundle may lack some (they stay NULL). Raw values are kept as text.
+    con.execute(
+        "CREATE TABLE quarantine (row_number BIGINT, reason VARCHAR, user_id VARCHAR, "
+        "item_id VARCHAR, raw_timestamp VARCHAR, event_type VARCHAR, raw_weight VARCHAR)"
+    )
+    if inputs.quarantine is not None:
+        quarantine = _rel(con, "quarantine", inputs.quarantine)
+        con.execute(f"INSERT INTO quarantine BY NAME SELECT * FROM {quarantine}")
+    if inputs.interactions is not None:
+        rel = _rel(con, "interactions", inputs.interactions)
+        con.execute(
+            "CREATE TABLE interactions AS SELECT user_id, item_id, to_timestamp(ts)::TIMESTAMP "
+            f"AS event_time, ts, event_type, weight FROM {rel}"
+        )
+    else:
+        con.execute(
+            "CREATE TABLE interactions (user_id VARCHAR, item_id VARCHAR, event_time TIMESTAMP, "
+            "ts BIGINT, event_type VARCHAR, weight DOUBLE)"
+        )
+    con.register("src_runs", inputs.runs)
+    con.execute(
+        "CREATE TABLE runs AS SELECT run_id, run_date, created_at, code_version, "
+        "run_id = $current AS is_current, protocol, row_counts::JSON AS row_counts, "
+        "data_window::JSON AS data_window FROM src_runs ORDER BY created_at, run_id",
+        {"current": inputs.current_run},
+    )
+    con.register("src_metrics", inputs.metrics)
+    con.execute("CREATE TABLE metrics AS SELECT * FROM src_metrics")
+    _served(con, inputs.served)
+
+
+def _served(con: duckdb.DuckDBPyConnection, served: Source | None) -> None:
+    """served_requests as logged (minus the item list, exploded into served_impressions)."""
+    src = _rel(con, "served", served if served is not None else request_log.empty_table())
+    # union_by_name: older log files may lack columns added later.
+    if src.startswith("read_parquet(["):
+        src = src[:-1] + ", union_by_name = true)"
+    con.execute(
+        "CREATE TABLE served_requests AS SELECT request_id, ts::TIMESTAMP AS ts, user_id, bundle, "
+        "served_by, fallback_reason, fallback_reason IS NOT NULL AS is_fallback, "
+        "len(items) AS n_items, latency_ms, endpoint, items "
+        f"FROM {src} ORDER BY ts, request_id"
+    )
+    con.execute(
+        "CREATE TABLE served_impressions AS SELECT request_id, ts, user_id, bundle, served_by, "
+        "fallback_reason, it.item_id, it.rank, it.score FROM "
+        "(SELECT *, unnest(items) AS it FROM served_requests)"
+    )
+    con.execute("ALTER TABLE served_requests DROP COLUMN items")
+
+
+def _user_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
+    """Map every raw user id in the warehouse to its pseudonym (computed here in Python, so
+    the secret is never stored in either file)."""
+    rows = con.execute(
+        "SELECT DISTINCT user_id FROM (SELECT user_id FROM users UNION ALL "
+        "SELECT user_id FROM interactions UNION ALL SELECT user_id FROM recommendations "
+        "UNION ALL SELECT user_id FROM quarantine UNION ALL SELECT user_id FROM served_requests"
+        ") WHERE user_id IS NOT NULL"
+    ).fetchall()
+    ids: list[str | None] = [str(r[0]) for r in rows]
+    keys = pa.table({"user_id": pa.array(ids, pa.string()),
+                     "user_key": pa.array(pseudonyms(key, ids), pa.string())})  # fmt: skip
+    con.execute("CREATE SCHEMA restricted")
+    con.register("src_keys", keys)
+    con.execute("CREATE TABLE restricted.user_keys AS SELECT * FROM src_keys ORDER BY user_id")
+
+
+def _schemas_in_raw(con: duckdb.DuckDBPyConnection) -> None:
+    """restricted.* = raw tables; analyst.* = the pseudonymised views (same as the analyst
+    file), so a canned query runs unchanged on either file."""
+    for name in ANALYST_SQL:
+        con.execute(f"CREATE VIEW restricted.{name} AS SELECT * FROM main.{name}")
+    con.execute("CREATE SCHEMA analyst")
+    for name, sql in ANALYST_SQL.items():
+        con.execute(f"CREATE VIEW analyst.{name} AS {sql.format(m='main', r='restricted')}")
+
+
+# ---- history of runs and metrics ------------------------------------------------------
+
+
+def manifest_rows(m: BundleManifest) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One runs row and the long-form metrics rows of a manifest."""
+    created = dt.datetime.fromisoformat(m.created_at)
+    if created.tzinfo is not None:
+        created = created.astimezone(dt.UTC).replace(tzinfo=None)
+    run = {
+        "run_id": m.run_id, "run_date": dt.date.fromisoformat(m.run_date), "created_at": created,
+        "code_version": m.code_version, "protocol": m.metrics.get("protocol"),
+        "row_counts": json.dumps(m.row_counts), "data_window": json.dumps(m.data_window),
+    }  # fmt: skip
+    metrics: list[dict[str, Any]] = []
+
+    def add(list_name: str, values: object, rename: str | None = None) -> None:
+        if isinstance(values, dict):
+            for metric, v in values.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    metrics.append({"run_id": m.run_id, "list": list_name,
+                                    "metric": metric, "value": float(v)})  # fmt: skip
+        elif isinstance(values, int | float) and rename:
+            metrics.append({"run_id": m.run_id, "list": list_name, "metric": rename,
+                            "value": float(values)})  # fmt: skip
+
+    for list_name, values in m.metrics.get("lists", {}).items():
+        add(list_name, values)
+    for src, values in m.metrics.get("candidate_recall", {}).items():
+        add(src, values)
+    for name, v in m.metrics.get("coverage", {}).items():
+        add(name, v, "coverage@10")
+    add("index", m.index.recall_at_100, "recall@100")
+    add("index", m.index.build_seconds, "build_seconds")
+    return run, metrics
+
+
+def update_history(artifacts: Path) -> tuple[pa.Table, pa.Table]:
+    """Merge the runs on disk into ART/history/{runs,metrics}.parquet and return both.
+
+    Idempotent per run_id: a run on disk replaces its earlier rows (a republished run id),
+    a run pruned from disk keeps the rows it had when it was last seen.
+    """
+    runs_rows: list[dict[str, Any]] = []
+    metric_rows: list[dict[str, Any]] = []
+    for path in sorted((artifacts / RUNS_DIR).glob("*/manifest.json")):
+        run, metrics = manifest_rows(load_manifest(path.parent))
+        runs_rows.append(run)
+        metric_rows.extend(metrics)
+    on_disk = {r["run_id"] for r in runs_rows}
+    history = artifacts / HISTORY_DIR
+    runs = _merge(history / "runs.parquet", RUNS_SCHEMA, runs_rows, on_disk)
+    metrics = _merge(history / "metrics.parquet", METRICS_SCHEMA, metric_rows, on_disk)
+    history.mkdir(parents=True, exist_ok=True)
+    for name, table in (("runs.parquet", runs), ("metrics.parquet", metrics)):
+        tmp = history / f".{name}.{os.getpid()}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, history / name)
+    return runs, metrics
+
+
+def _merge(path: Path, schema: pa.Schema, rows: list[dict[str, Any]],
+           replace: set[str]) -> pa.Table:  # fmt: skip
+    fresh = pa.Table.from_pylist(rows, schema=schema)
+    if not path.exists():
+        return fresh
+    old = pq.read_table(path).cast(schema)
+    keep = [i for i, r in enumerate(old["run_id"].to_pylist()) if r not in replace]
+    return pa.concat_tables([old.take(pa.array(keep, pa.int64())), fresh]).sort_by("run_id")

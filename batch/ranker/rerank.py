@@ -1,0 +1,120 @@
+"""The re-ranked lists of the rank stage, and the fp32/int8 parity gate.
+
+The eval variant's candidates are scored by both the fp32 and the int8 model (features from
+the eval variant's arrays); int8 ships when its nDCG@10 on the evaluation split is within
+`ranker.parity_tolerance` (relative) of fp32's, else fp32 ships and the spec says why. The
+full variant's candidates, the published lists, are then scored by the shipped model only.
+The ranker never saw the evaluation split: it was trained one window earlier (see
+docs/reranker.md), so choosing fp32 vs int8 on it is the only use of those labels here.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from batch.pipeline import evaluate
+from batch.pipeline.context import RunContext, read_json, write_json
+from batch.ranker.batch_scoring import score_candidates
+from batch.ranker.model import INPUT_NAME, OUTPUT_NAME
+from batch.ranker.stage import FP32, INT8, spearman
+from shared.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+SPEC_FILE = "ranker_spec.json"
+PARITY_SAMPLE_USERS = 2000
+EVAL_K = 10
+
+
+def _lists(scored: DataFrame, column: str, merged: DataFrame, top_k: int) -> DataFrame:
+    return evaluate.rank_lists(scored, column, top_k).join(
+        merged.select("user_idx", "item_idx", "sources"), ["user_idx", "item_idx"]
+    )
+
+
+def _spearman(scored: DataFrame) -> dict[str, float]:
+    """Global and mean per-user rank correlation of int8 vs fp32 scores on sampled users."""
+    users = (scored.select("user_idx").distinct().withColumn("h", F.xxhash64("user_idx"))
+             .orderBy("h", "user_idx").limit(PARITY_SAMPLE_USERS).select("user_idx"))
+    pdf = scored.join(users, "user_idx").toPandas()  # bounded: a sample of users
+    # Row order from a join is not fixed; ties must break the same way on every rerun.
+    pdf = pdf.sort_values(["user_idx", "item_idx"], ignore_index=True)
+    if pdf.empty:
+        return {"spearman": 1.0, "spearman_per_user_mean": 1.0, "sampled_rows": 0}
+    per_user = [spearman(g["score_int8"].to_numpy(), g["score_fp32"].to_numpy())
+                for _, g in pdf.groupby("user_idx") if len(g) > 1]
+    return {
+        "spearman": spearman(pdf["score_int8"].to_numpy(), pdf["score_fp32"].to_numpy()),
+        "spearman_per_user_mean": float(np.nanmean(per_user)) if per_user else 1.0,
+        "max_abs_diff": float(np.max(np.abs(pdf["score_int8"] - pdf["score_fp32"]))),
+        "sampled_rows": len(pdf),
+    }
+
+
+def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object]:
+    """Write rank/<variant>/reranked*.parquet and rank/ranker_spec.json; return the summary
+    with the paths of the lists to publish, or the reason the fused order stays."""
+    cfg = ctx.config.ranker
+    report = read_json(ctx.stage_dir("train_ranker") / "report.json")
+    out = ctx.stage_dir("rank")
+    spec_path = out / SPEC_FILE
+    spec_path.unlink(missing_ok=True)
+    for stale in ("eval/reranked_fp32.parquet", "eval/reranked_int8.parquet", "full/reranked.parquet"):
+        shutil.rmtree(out / stale, ignore_errors=True)  # never publish a previous run's lists
+    if report.get("status") != "trained":
+        return {"status": report.get("status"), "reason": report.get("reason", "")}
+    if report.get("features") != list(FEATURE_NAMES):
+        return {"status": "stale", "reason": "the trained model's features differ from shared.features"}
+    models_dir = ctx.stage_dir("train_ranker") / "ranker"
+    blobs = {"fp32": (models_dir / FP32).read_bytes(), "int8": (models_dir / INT8).read_bytes()}
+    parts = ctx.config.shuffle_partitions
+
+    merged = spark.read.parquet(ctx.path("candidates", "eval/candidates.parquet"))
+    scored = score_candidates(merged, ctx.stage_dir("features") / "eval", blobs, parts)
+    scored.write.mode("overwrite").parquet(str(out / "eval" / "scores.parquet"))
+    scored = spark.read.parquet(str(out / "eval" / "scores.parquet"))
+    test = spark.read.parquet(ctx.path("embeddings", "test.parquet"))
+    quality = {}
+    for name in ("fp32", "int8"):
+        lists = _lists(scored, f"score_{name}", merged, top_k)
+        lists.orderBy("user_idx", "rank").coalesce(4).write.mode("overwrite").parquet(
+            str(out / "eval" / f"reranked_{name}.parquet"))
+        quality[name] = evaluate.ranking_metrics(
+            spark.read.parquet(str(out / "eval" / f"reranked_{name}.parquet")), test, EVAL_K)
+    fp32_ndcg, int8_ndcg = quality["fp32"]["ndcg@10"], quality["int8"]["ndcg@10"]
+    relative_drop = (fp32_ndcg - int8_ndcg) / fp32_ndcg if fp32_ndcg > 0 else 0.0
+    passed = relative_drop <= cfg.parity_tolerance
+    shipped = "int8" if passed and cfg.prefer_int8 else "fp32"
+    why = (None if shipped == "int8" else
+           "int8 not preferred (ranker.prefer_int8=false)" if passed else
+           f"int8 nDCG@10 {int8_ndcg:.4f} is {relative_drop:.2%} below fp32 {fp32_ndcg:.4f}, "
+           f"over the {cfg.parity_tolerance:.0%} tolerance")
+    parity = {"ndcg@10_fp32": fp32_ndcg, "ndcg@10_int8": int8_ndcg,
+              "relative_drop": relative_drop, "tolerance": cfg.parity_tolerance,
+              "passed": passed, "int8_method": report["int8_method"], **_spearman(scored)}
+
+    full = spark.read.parquet(ctx.path("candidates", "full/candidates.parquet"))
+    full_scored = score_candidates(full, ctx.stage_dir("features") / "full",
+                                   {shipped: blobs[shipped]}, parts)
+    _lists(full_scored, f"score_{shipped}", full, top_k).orderBy("user_idx", "rank").coalesce(4) \
+        .write.mode("overwrite").parquet(str(out / "full" / "reranked.parquet"))
+    spec = {
+        "model": FP32 if shipped == "fp32" else INT8, "input": INPUT_NAME, "output": OUTPUT_NAME,
+        "features": list(FEATURE_NAMES), "parity": parity, "shipped": shipped,
+        "fp32_reason": why, "training": {k: v for k, v in dict(report["training"]).items()
+                                         if k != "train_seconds"},
+    }
+    write_json(spec_path, spec)
+    log.info("ranker: shipping %s (nDCG@10 fp32 %.4f, int8 %.4f)", shipped, fp32_ndcg, int8_ndcg)
+    return {"status": "reranked", "shipped": shipped, "parity": parity, "quality": quality,
+            "lists": {"eval": str(out / "eval" / f"reranked_{shipped}.parquet"),
+                      "full": str(out / "full" / "reranked.parquet")}}
+
+
+def spec_path(ctx: RunContext) -> Path:
+    return ctx.stage_dir("rank") / SPEC_FILE

@@ -1,0 +1,95 @@
+"""Stage `train_ranker` (torch on the driver, no Spark): train, export fp32 ONNX, quantize to
+int8 both ways, keep the int8 model that ranks best on the held-out users.
+
+Writes work/<date>/train_ranker/: ranker/model.fp32.onnx, ranker/model.int8.onnx (the
+chosen int8), the two int8 candidates, and report.json. With no usable training data the
+stage records why and the rank stage keeps the fused order (the fallback).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+
+import numpy as np
+import torch
+
+from batch.pipeline.context import RunContext, write_json
+from batch.pipeline.feature_stage import SAMPLE_FILE
+from batch.ranker import quantize
+from batch.ranker.model import export_onnx
+from batch.ranker.scorer import OnnxRanker
+from batch.ranker.train import TrainingData, grouped_ndcg, train_ranker
+from shared.features import FEATURE_NAMES
+
+log = logging.getLogger(__name__)
+FP32, INT8 = "model.fp32.onnx", "model.int8.onnx"
+INT8_KINDS = ("dynamic", "static")
+CALIBRATION_ROWS = 5000
+TORCH_FILE = "model.pt"
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (ties broken by position: scores here are continuous)."""
+    if len(a) < 2:
+        return 1.0
+    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
+    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def stage_train_ranker(ctx: RunContext) -> dict[str, object]:
+    cfg = ctx.config.ranker
+    out = ctx.stage_dir("train_ranker")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    if not cfg.enabled:
+        report: dict[str, object] = {"status": "disabled"}
+        write_json(out / "report.json", report)
+        return report
+    data = TrainingData.load(ctx.stage_dir("features") / SAMPLE_FILE)
+    start = time.perf_counter()
+    try:
+        model, training = train_ranker(data, cfg)
+    except ValueError as exc:
+        log.warning("ranker not trained (%s): the lists keep the fused order", exc)
+        report = {"status": "not_trained", "reason": str(exc)}
+        write_json(out / "report.json", report)
+        return report
+    models = out / "ranker"
+    export_onnx(model, len(FEATURE_NAMES), models / FP32)
+    # The torch weights stay in the work dir (not the bundle) for bench/reranker_latency.py.
+    torch.save({"state": model.state_dict(), "hidden": list(cfg.hidden)}, out / TORCH_FILE)
+    train = data.subset(~data.is_val)
+    calibration = quantize.calibration_sample(train.x, CALIBRATION_ROWS, cfg.seed)
+    quantize.quantize_dynamic(models / FP32, models / "model.int8-dynamic.onnx")
+    quantize.quantize_static(models / FP32, models / "model.int8-static.onnx", calibration)
+    seconds = time.perf_counter() - start
+
+    val = data.subset(data.is_val)
+    reference = OnnxRanker(models / FP32).score(val.x)
+    quality: dict[str, dict[str, float]] = {
+        "fp32": {"val_ndcg@10": grouped_ndcg(val.user, reference, val.y, val.n_rel)}
+    }
+    for kind in INT8_KINDS:
+        scores = OnnxRanker(models / f"model.int8-{kind}.onnx").score(val.x)
+        quality[f"int8_{kind}"] = {
+            "val_ndcg@10": grouped_ndcg(val.user, scores, val.y, val.n_rel),
+            "spearman_vs_fp32": spearman(scores, reference),
+            "max_abs_diff": float(np.max(np.abs(scores - reference))) if len(scores) else 0.0,
+        }
+    # Better = ranks the held-out users best; a tie goes to dynamic (no calibration to age).
+    chosen = max(INT8_KINDS, key=lambda k: (round(quality[f"int8_{k}"]["val_ndcg@10"], 6),
+                                            k == "dynamic"))
+    shutil.copyfile(models / f"model.int8-{chosen}.onnx", models / INT8)
+    sizes = {p.name: p.stat().st_size for p in sorted(models.glob("*.onnx"))}
+    report = {
+        "status": "trained", "features": list(FEATURE_NAMES), "training": training,
+        "int8_method": chosen, "quality": quality, "model_bytes": sizes,
+        "train_export_quantize_seconds": round(seconds, 2),
+    }
+    write_json(out / "report.json", report)
+    log.info("ranker: int8 %s chosen; val nDCG@10 fp32 %.4f int8 %.4f", chosen,
+             quality["fp32"]["val_ndcg@10"], quality[f"int8_{chosen}"]["val_ndcg@10"])
+    return report

@@ -1,0 +1,82 @@
+"""Re-ranker scoring latency for one request, single thread: torch eager fp32 vs ONNX
+Runtime fp32 vs ONNX Runtime int8 (dynamic and static QDQ), at 100/500/1000 candidates.
+
+Reads a pipeline work dir (after the train_ranker stage); inputs are real feature rows of
+the training sample. Don't run it beside Spark: it measures a shared 2-core machine.
+
+    .venv/bin/python bench/reranker_latency.py --work ART/work/2016-12-31 [--runs 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from batch.ranker.model import Ranker  # noqa: E402
+from batch.ranker.scorer import OnnxRanker  # noqa: E402
+from shared.features import N_FEATURES  # noqa: E402
+
+SIZES = (100, 500, 1000)
+
+
+def _time(fn, x: np.ndarray, runs: int, warmup: int = 50) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    for _ in range(warmup):
+        fn(x)
+    laps = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter_ns()
+        fn(x)
+        laps[i] = time.perf_counter_ns() - start
+    return {"p50_ms": float(np.median(laps) / 1e6), "p99_ms": float(np.percentile(laps, 99) / 1e6)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="ART/work/<run_date>")
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    stage = args.work / "train_ranker"
+    checkpoint = torch.load(stage / "model.pt")
+    with np.load(args.work / "features" / "train_sample.npz") as z:
+        rows = z["x"]
+    model = Ranker(np.zeros(N_FEATURES), np.ones(N_FEATURES), tuple(checkpoint["hidden"]))
+    model.load_state_dict(checkpoint["state"])
+    model.eval()
+
+    def eager(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x)).numpy()
+
+    scorers = {"torch eager fp32": eager}
+    for label, name in (("ORT fp32", "model.fp32.onnx"), ("ORT int8 dynamic", "model.int8-dynamic.onnx"),
+                        ("ORT int8 static QDQ", "model.int8-static.onnx")):
+        scorers[label] = OnnxRanker(stage / "ranker" / name).score
+    rng = np.random.default_rng(0)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for n in SIZES:
+        x = np.ascontiguousarray(rows[rng.choice(len(rows), n, replace=False)], np.float32)
+        results[str(n)] = {label: _time(fn, x, args.runs) for label, fn in scorers.items()}
+    sizes = {p.name: p.stat().st_size for p in sorted((stage / "ranker").glob("*.onnx"))}
+    print("| candidates | " + " | ".join(scorers) + " |")
+    print("|---" * (len(scorers) + 1) + "|")
+    for n, by in results.items():
+        cells = [f"{v['p50_ms']:.3f} / {v['p99_ms']:.3f}" for v in by.values()]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    print("(median / p99 ms, one thread)")
+    print(json.dumps({"model_bytes": sizes, "hidden": checkpoint["hidden"]}))
+    if args.out:
+        args.out.write_text(json.dumps({"latency": results, "model_bytes": sizes}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

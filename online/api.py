@@ -1,0 +1,91 @@
+"""The public JSON API: /v1/recommendations, /v1/rerank, /v1/items/<id>/similar, /v1/ping."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from flask import Blueprint, g, request
+from pydantic import BaseModel, ValidationError
+
+from online.errors import ApiError, validation_error
+from online.recommend import Answer, Query
+from online.schemas import (
+    RecommendationRequest,
+    RerankRequest,
+    SimilarQuery,
+)
+from online.service import get_service, require_bundle, took_ms
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M]) -> M:
+    try:
+        return model.model_validate_json(request.get_data(cache=False) or b"")
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _answer(user_id: str, answer: Answer, bundle: str) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "items": answer.items,
+        "bundle": bundle,
+        "served_by": answer.served_by,
+        "scorer": answer.scorer,
+        "fallback_reason": answer.fallback_reason,
+    }
+
+
+@bp.post("/recommendations")
+def recommendations() -> dict[str, Any]:
+    body = _parse(RecommendationRequest)
+    bundle = require_bundle()
+    query = Query(
+        user_id=body.user_id,
+        k=body.k,
+        region=body.context.region,
+        recent_item_ids=body.context.recent_item_ids,
+        device=body.context.device,
+        exclude_item_ids=body.exclude_item_ids,
+    )
+    answer = get_service().recommender.recommend(bundle, query, started=g.t0)
+    return _answer(body.user_id, answer, bundle.run_id) | {"took_ms": took_ms()}
+
+
+@bp.post("/rerank")
+def rerank() -> dict[str, Any]:
+    body = _parse(RerankRequest)
+    bundle = require_bundle()
+    query = Query(
+        user_id=body.user_id,
+        k=body.k,
+        region=body.context.region,
+        recent_item_ids=body.context.recent_item_ids,
+        device=body.context.device,
+    )
+    answer = get_service().recommender.rerank(bundle, query, body.candidate_item_ids, started=g.t0)
+    out = _answer(body.user_id, answer, bundle.run_id)
+    return out | {"unknown_item_ids": answer.unknown_item_ids, "took_ms": took_ms()}
+
+
+@bp.get("/items/<item_id>/similar")
+def similar(item_id: str) -> dict[str, Any]:
+    try:
+        query = SimilarQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    bundle = require_bundle()
+    items = get_service().recommender.similar(bundle, item_id, query.k)
+    if items is None:
+        raise ApiError(404, f"unknown item {item_id!r}", "item_id")
+    return {"item_id": item_id, "items": items, "bundle": bundle.run_id, "took_ms": took_ms()}
+
+
+@bp.get("/ping")
+def ping() -> dict[str, Any]:
+    """The framework floor: no bundle, no work; the benchmark compares against it."""
+    return {"pong": True}

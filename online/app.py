@@ -1,0 +1,62 @@
+"""The Flask app factory. Importing this module builds nothing; `create_app()` does.
+
+Under gunicorn each worker calls `create_app()` after the fork (no --preload), and the
+bundle (FAISS index, ONNX session) is loaded in `post_worker_init` or, outside gunicorn,
+on the first request; so nothing that dislikes fork is ever touched in the master.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from online import admin, api, errors, health, metrics, openapi, ui
+from online.bundle_store import BundleStore
+from online.config import ServiceConfig
+from online.recommend import Recommender
+from online.service import EXTENSION, Service
+
+log = logging.getLogger(__name__)
+
+# Endpoints that must answer even before (or without) a bundle.
+_NO_BUNDLE_NEEDED = {
+    "health.healthz",
+    "metrics.metrics_endpoint",
+    "api.ping",
+    "ui.index",
+    "openapi.openapi",
+}
+
+
+def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from a config object, overrides of the RECSYS_* env, or the env alone."""
+    if not isinstance(config, ServiceConfig):
+        config = ServiceConfig.from_env(**dict(config or {}))
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=config.max_content_length, JSON_SORT_KEYS=False)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    service = Service(config, BundleStore(config), Recommender(config))
+    app.extensions[EXTENSION] = service
+
+    for module in (api, health, admin, metrics, openapi, ui):
+        app.register_blueprint(module.bp)
+    errors.register(app)
+
+    @app.before_request
+    def _start() -> None:
+        if request.endpoint not in _NO_BUNDLE_NEEDED:
+            service.store.ensure_started()  # a one-off load must not eat this request's budget
+        g.t0 = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        if "t0" in g:
+            metrics.REQUEST_SECONDS.labels(rule).observe(time.perf_counter() - g.t0)
+        return response
+
+    return app

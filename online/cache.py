@@ -1,0 +1,55 @@
+"""A small thread-safe LRU cache that counts its hits and misses.
+
+Each loaded bundle owns its caches, so a swap drops them with the old bundle and no entry
+can outlive the version it was computed from.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class LRUCache(Generic[V]):
+    def __init__(self, name: str, maxsize: int) -> None:
+        self.name = name
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict[Hashable, V] = OrderedDict()
+        # gthread workers may serve requests concurrently; OrderedDict moves are not atomic.
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
+        """Return the cached value or compute, store and return it (computed outside the lock)."""
+        from online import metrics
+
+        if self.maxsize > 0:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    self.hits += 1
+                    metrics.CACHE_REQUESTS.labels(self.name, "hit").inc()
+                    return self._data[key]
+                self.misses += 1
+        metrics.CACHE_REQUESTS.labels(self.name, "miss").inc()
+        value = compute()
+        if self.maxsize > 0:
+            with self._lock:
+                self._data[key] = value
+                self._data.move_to_end(key)
+                while len(self._data) > self.maxsize:
+                    self._data.popitem(last=False)
+        return value
+
+    @property
+    def hit_ratio(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0

@@ -1,0 +1,73 @@
+"""Service configuration: one frozen, validated object built from flags and RECSYS_* env.
+
+The CLI validates flags, exports them as RECSYS_* variables and execs gunicorn; each worker
+then rebuilds the same object from the environment in `create_app()`. The environment is
+therefore the single channel between the master and its workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "RECSYS_"
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    artifacts: Path = Field(description="artifact root holding CURRENT and runs/")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(2, ge=1, le=64)
+    threads: int = Field(1, ge=1, le=64, description="gthread threads per worker")
+    budget_ms: float = Field(50.0, ge=0.0, description="latency budget per request")
+    admin_token: str | None = Field(None, description="X-Admin-Token for /admin/*")
+    reload_poll_seconds: float = Field(10.0, ge=0.0, description="0 disables polling")
+    verify_checksums: bool = True
+    ann_k: int = Field(100, ge=1, le=2000, description="neighbours per ANN query")
+    recent_k: int = Field(30, ge=1, le=500, description="neighbours per recent item")
+    max_recent_items: int = Field(50, ge=1, le=1000)
+    max_candidates: int = Field(1000, ge=1, le=10_000)
+    cache_size: int = Field(50_000, ge=0, description="entries per LRU cache (0 disables)")
+    max_content_length: int = Field(256 * 1024, ge=1024, description="request body bytes")
+    log_level: str = "INFO"
+    # Shared by the workers of one server: an admin reload in one tells the others.
+    runtime_dir: Path | None = None
+    # Deterministic switch for tests and drills: every budgeted stage is skipped.
+    force_fallback: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
+        """Defaults, then RECSYS_* variables, then explicit overrides (None means unset)."""
+        source = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        for name in cls.model_fields:
+            value = source.get(ENV_PREFIX + name.upper())
+            if value is not None and value != "":
+                data[name] = value
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
+    def to_env(self) -> dict[str, str]:
+        """The RECSYS_* variables that rebuild this config in another process."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json").items():
+            if value is not None:
+                out[ENV_PREFIX + name.upper()] = (
+                    str(value).lower() if isinstance(value, bool) else str(value)
+                )
+        return out
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per bad setting, naming the flag/variable to fix."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        lines.append(f"{field} ({ENV_PREFIX}{field.upper()}): {err['msg']}")
+    return "; ".join(lines)

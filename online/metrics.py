@@ -1,0 +1,123 @@
+"""Prometheus metrics and the /metrics endpoint.
+
+Under gunicorn every worker writes its samples to PROMETHEUS_MULTIPROC_DIR (set by
+gunicorn_conf before any worker imports prometheus_client) and /metrics aggregates them, so
+a scrape that lands on any worker sees the whole server. Without that variable (tests, the
+Flask dev server) the default in-process registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from flask import Blueprint, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+# Sub-millisecond buckets: the whole request budget is tens of milliseconds.
+_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.004,
+    0.008,
+    0.016,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    1.0,
+)
+
+REQUEST_SECONDS = Histogram(
+    "recsys_request_seconds", "Request latency by endpoint", ["endpoint"], buckets=_BUCKETS
+)
+STAGE_SECONDS = Histogram(
+    "recsys_stage_seconds", "Latency of each request stage", ["stage"], buckets=_BUCKETS
+)
+SERVED = Counter("recsys_served_total", "Answers by endpoint and path", ["endpoint", "served_by"])
+FALLBACKS = Counter("recsys_fallback_total", "Fallbacks taken, by reason", ["reason"])
+SCORED = Counter("recsys_scored_total", "Re-rank calls by scorer", ["scorer"])
+CACHE_REQUESTS = Counter("recsys_cache_requests_total", "LRU cache lookups", ["cache", "result"])
+ERRORS = Counter("recsys_errors_total", "Errors answered, by kind", ["kind"])
+RELOADS = Counter("recsys_bundle_reloads_total", "Bundle load attempts", ["result"])
+BUNDLE_INFO = Gauge(
+    "recsys_bundle_info",
+    "1 for the bundle (and scorer) each live worker serves",
+    ["run_id", "scorer"],
+    multiprocess_mode="liveall",
+)
+BUNDLE_LOAD_SECONDS = Gauge(
+    "recsys_bundle_load_seconds",
+    "Seconds the last successful bundle load took",
+    multiprocess_mode="liveall",
+)
+
+
+def set_bundle_info(run_id: str, scorer: str, previous: tuple[str, str] | None) -> None:
+    if previous is not None:
+        try:
+            BUNDLE_INFO.remove(*previous)
+        except KeyError:
+            pass
+    BUNDLE_INFO.labels(run_id, scorer).set(1)
+
+
+class _Snapshot:
+    """A registry-like object: the collected families plus derived cache hit ratios."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+        yield _hit_ratio(self._families)
+
+
+def _hit_ratio(families: Iterable[Metric]) -> Metric:
+    counts: dict[tuple[str, str], float] = {}
+    for family in families:
+        if family.name != "recsys_cache_requests":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = (sample.labels["cache"], sample.labels["result"])
+                counts[key] = counts.get(key, 0.0) + sample.value
+    ratio = GaugeMetricFamily(
+        "recsys_cache_hit_ratio", "hits / lookups per cache since start", labels=["cache"]
+    )
+    for cache in sorted({c for c, _ in counts}):
+        hits, misses = counts.get((cache, "hit"), 0.0), counts.get((cache, "miss"), 0.0)
+        ratio.add_metric([cache], hits / (hits + misses) if hits + misses else 0.0)
+    return ratio
+
+
+def render() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        families = list(registry.collect())
+    else:
+        families = list(REGISTRY.collect())
+    return generate_latest(_Snapshot(families))  # type: ignore[arg-type]
+
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics_endpoint() -> Response:
+    return Response(render(), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,261 @@
+"""The budgeted request path, free of Flask: resolve -> candidates -> rerank -> rules.
+
+Every way out of the re-rank path has a reason; the answer then falls back along
+precomputed list -> popular in the user's segment -> global popular, and always passes
+through the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from online import fallback, metrics, retrieval, rules
+from online.bundle_loader import LoadedBundle
+from online.config import ServiceConfig
+from online.fallback import Budget, Stage, StageCosts
+from online.scoring import ModelError, ScoreInput
+
+
+@dataclass
+class Query:
+    user_id: str
+    k: int
+    region: str | None = None
+    recent_item_ids: list[str] = field(default_factory=list)
+    device: str | None = None
+    exclude_item_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Answer:
+    items: list[dict[str, Any]]
+    served_by: str
+    scorer: str | None
+    reasons: list[str] = field(default_factory=list)
+    unknown_item_ids: list[str] = field(default_factory=list)
+
+    @property
+    def fallback_reason(self) -> str | None:
+        return ";".join(self.reasons) or None
+
+
+@dataclass
+class _Resolved:
+    user_idx: int | None
+    recent: np.ndarray
+    region: str | None
+    blocked: np.ndarray
+    vector: np.ndarray | None
+
+
+class Recommender:
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.costs = StageCosts()
+
+    def _resolve(self, bundle: LoadedBundle, q: Query) -> _Resolved:
+        user_idx = bundle.user_index.get(q.user_id)
+        ids = q.recent_item_ids[: self.config.max_recent_items]
+        recent = np.asarray(
+            [bundle.item_index[i] for i in ids if i in bundle.item_index], dtype=np.int32
+        )
+        excluded = [bundle.item_index[i] for i in q.exclude_item_ids if i in bundle.item_index]
+        region = q.region
+        if region is None and user_idx is not None and user_idx < len(bundle.user_region):
+            region = bundle.user_region[user_idx]
+        seen = bundle.seen(user_idx) if user_idx is not None else np.empty(0, np.int32)
+        # Items the user just watched are as good as seen.
+        blocked = np.concatenate([seen, np.asarray(excluded, np.int32), recent])
+        vector: np.ndarray | None = None
+        if user_idx is not None:
+            vector = np.asarray(bundle.user_factors[user_idx], dtype=np.float32)
+        elif len(recent):
+            vector = np.asarray(bundle.item_factors[recent], dtype=np.float32).mean(axis=0)
+        return _Resolved(user_idx, recent, region, blocked, vector)
+
+    def _score(
+        self,
+        bundle: LoadedBundle,
+        r: _Resolved,
+        q: Query,
+        items: np.ndarray,
+        masks: np.ndarray,
+        budget: Budget,
+    ) -> np.ndarray | str:
+        if not budget.allows("rerank"):
+            return "budget_exceeded:rerank"
+        assert r.vector is not None
+        inputs = ScoreInput(
+            bundle, r.user_idx, r.vector, r.recent, r.region, q.device, items, masks
+        )
+        with Stage(self.costs, "rerank"):
+            try:
+                scores = bundle.scorer.score(inputs)
+            except ModelError:
+                return "model_error"
+        metrics.SCORED.labels(bundle.scorer.name).inc()
+        return np.asarray(scores, dtype=np.float32)
+
+    def _budget(self, started: float | None) -> Budget:
+        """The request's budget, counted from its arrival when the caller knows it."""
+        budget = Budget(self.config.budget_ms, self.costs, self.config.force_fallback)
+        if started is not None:
+            budget.started = started
+        return budget
+
+    def recommend(self, bundle: LoadedBundle, q: Query, started: float | None = None) -> Answer:
+        cfg = self.config
+        budget = self._budget(started)
+        with Stage(self.costs, "resolve"):
+            r = self._resolve(bundle, q)
+        reasons: list[str] = []
+        outcome: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if r.vector is None:
+            reasons.append("unknown_user")
+        elif not budget.allows("candidates"):
+            reasons.append("budget_exceeded:candidates")
+        else:
+            with Stage(self.costs, "candidates"):
+                items, masks = retrieval.candidates(
+                    bundle,
+                    r.user_idx,
+                    r.recent,
+                    ann_k=cfg.ann_k,
+                    recent_k=cfg.recent_k,
+                    limit=cfg.max_candidates,
+                )
+            scored = (
+                self._score(bundle, r, q, items, masks, budget) if len(items) else "no_candidates"
+            )
+            if isinstance(scored, str):
+                reasons.append(scored)
+            else:
+                outcome = (items, scored, masks)
+        served_by, scorer = "rerank", bundle.scorer.name
+        if outcome is None:
+            scorer = None
+            outcome, served_by = self._fallback_list(bundle, r, reasons)
+        with Stage(self.costs, "rules"):
+            rows = self._apply_rules(bundle, r, q.k, *outcome)
+        metrics.SERVED.labels("recommendations", served_by).inc()
+        for reason in reasons:
+            metrics.FALLBACKS.labels(reason).inc()
+        return Answer(rows, served_by, scorer, reasons)
+
+    def _fallback_list(
+        self, bundle: LoadedBundle, r: _Resolved, reasons: list[str]
+    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], str]:
+        pre = fallback.precomputed(bundle, r.user_idx)
+        if pre is not None:
+            lo = int(bundle.rec_indptr[r.user_idx])  # type: ignore[index]
+            batch = bundle.rec_sources[lo : lo + len(pre.items)].astype(np.uint32)
+            masks = (batch << np.uint32(retrieval.BATCH_SHIFT)) | retrieval.PRECOMPUTED
+            return (pre.items, pre.scores, masks), "precomputed"
+        if r.user_idx is None:
+            if "unknown_user" not in reasons:
+                reasons.append("unknown_user")
+        else:
+            reasons.append("no_precomputed_list")
+        pop, served_by = fallback.popular(bundle, r.region)
+        masks = np.full(len(pop.items), retrieval.POPULAR, dtype=np.uint32)
+        return (pop.items, pop.scores, masks), served_by
+
+    def _apply_rules(
+        self,
+        bundle: LoadedBundle,
+        r: _Resolved,
+        k: int,
+        items: np.ndarray,
+        scores: np.ndarray,
+        masks: np.ndarray,
+    ) -> list[dict[str, Any]]:
+        extra = fallback.topup(bundle, r.region)
+        all_items = np.concatenate([items, extra.items]).astype(np.int32, copy=False)
+        all_scores = np.concatenate([scores, extra.scores]).astype(np.float32, copy=False)
+        all_masks = np.concatenate(
+            [masks, np.full(len(extra.items), retrieval.POPULAR, dtype=np.uint32)]
+        )
+        picked = rules.select(
+            all_items,
+            all_scores,
+            blocked=r.blocked,
+            region_mask=bundle.region_mask(r.region),
+            first_genre=bundle.first_genre,
+            k=k,
+            n_primary=len(items),
+        )
+        return [
+            item_row(
+                bundle,
+                int(all_items[p]),
+                float(all_scores[p]),
+                retrieval.sources_to_names(bundle, int(all_masks[p])),
+            )
+            for p in picked
+        ]
+
+    def rerank(
+        self, bundle: LoadedBundle, q: Query, candidate_ids: list[str], started: float | None = None
+    ) -> Answer:
+        budget = self._budget(started)
+        with Stage(self.costs, "resolve"):
+            r = self._resolve(bundle, q)
+            unknown = [c for c in candidate_ids if c not in bundle.item_index]
+            known = list(
+                dict.fromkeys(bundle.item_index[c] for c in candidate_ids if c in bundle.item_index)
+            )
+            items = np.asarray(known, dtype=np.int32)
+        reasons: list[str] = []
+        scored: np.ndarray | str = "unknown_user" if r.vector is None else "no_candidates"
+        if r.vector is not None and len(items):
+            scored = self._score(bundle, r, q, items, np.zeros(len(items), np.uint32), budget)
+        served_by, scorer = "rerank", bundle.scorer.name
+        if isinstance(scored, str):
+            if len(items):
+                reasons.append(scored)
+            # Without a usable score the caller's own order is the best evidence we have.
+            scored, served_by, scorer = (
+                -np.arange(len(items), dtype=np.float32),
+                "caller_order",
+                None,
+            )
+        with Stage(self.costs, "rules"):
+            picked = rules.select(
+                items,
+                scored,
+                blocked=r.blocked,
+                region_mask=bundle.region_mask(r.region),
+                first_genre=bundle.first_genre,
+                k=q.k,
+            )
+        rows = [item_row(bundle, int(items[p]), float(scored[p]), ["caller"]) for p in picked]
+        metrics.SERVED.labels("rerank", served_by).inc()
+        for reason in reasons:
+            metrics.FALLBACKS.labels(reason).inc()
+        return Answer(rows, served_by, scorer, reasons, unknown)
+
+    def similar(self, bundle: LoadedBundle, item_id: str, k: int) -> list[dict[str, Any]] | None:
+        item_idx = bundle.item_index.get(item_id)
+        if item_idx is None:
+            return None
+        with Stage(self.costs, "similar"):
+            found = retrieval.item_neighbours(bundle, item_idx, k)
+        metrics.SERVED.labels("similar", "ann").inc()
+        return [
+            item_row(bundle, int(i), float(s), ["ann"])
+            for i, s in zip(found.items, found.scores, strict=True)
+        ]
+
+
+def item_row(
+    bundle: LoadedBundle, item_idx: int, score: float, sources: list[str]
+) -> dict[str, Any]:
+    return {
+        "item_id": bundle.item_ids[item_idx],
+        "score": round(score, 6),
+        "sources": sources,
+        "title": bundle.titles[item_idx] or None,
+    }

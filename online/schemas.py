@@ -1,0 +1,90 @@
+"""Request and response models: the validation rules and the source of /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ServedBy = Literal["rerank", "precomputed", "popular_segment", "popular", "caller_order", "ann"]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused so a misspelt field name is an error, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Context(_Strict):
+    region: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    recent_item_ids: list[Id] = Field(default_factory=list, max_length=1000)
+    device: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class RecommendationRequest(_Strict):
+    user_id: Id
+    k: StrictInt = Field(20, ge=1, le=200)
+    context: Context = Field(default_factory=Context)
+    exclude_item_ids: list[Id] = Field(default_factory=list, max_length=1000)
+
+
+class RerankRequest(_Strict):
+    user_id: Id
+    candidate_item_ids: list[Id] = Field(min_length=1, max_length=1000)
+    k: StrictInt = Field(20, ge=1, le=1000)
+    context: Context = Field(default_factory=Context)
+
+
+class SimilarQuery(_Strict):
+    k: int = Field(20, ge=1, le=200)
+
+
+class Item(BaseModel):
+    item_id: str
+    score: float
+    sources: list[str] = Field(description="where the item came from: precomputed, ann, ...")
+    title: str | None = None
+
+
+class RecommendationResponse(BaseModel):
+    user_id: str
+    items: list[Item]
+    bundle: str = Field(description="run id of the bundle that answered")
+    served_by: ServedBy
+    scorer: Literal["onnx-int8", "onnx-fp32", "als-dot"] | None = Field(
+        description="the re-rank scorer, null when the answer did not come from re-ranking"
+    )
+    fallback_reason: str | None = Field(
+        None, description="why the answer left the rerank path (';'-joined when several)"
+    )
+    took_ms: float
+
+
+class RerankResponse(RecommendationResponse):
+    unknown_item_ids: list[str] = Field(default_factory=list)
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    items: list[Item]
+    bundle: str
+    took_ms: float
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    field: str | None = None
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["loaded", "unchanged", "refused"]
+    run_id: str | None
+    serving: str | None = Field(description="run id served after the attempt")
+    error: str | None = None
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    bundle: str | None
+    scorer: str | None = None
+    error: str | None = None

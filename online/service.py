@@ -1,0 +1,40 @@
+"""What a worker holds: config, bundle store and recommender, reachable from any view."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flask import current_app, g
+
+from online.bundle_loader import LoadedBundle
+from online.bundle_store import BundleStore
+from online.config import ServiceConfig
+from online.errors import ApiError
+from online.recommend import Recommender
+
+EXTENSION = "recsys"
+
+
+@dataclass
+class Service:
+    config: ServiceConfig
+    store: BundleStore
+    recommender: Recommender
+
+
+def get_service() -> Service:
+    service: Service = current_app.extensions[EXTENSION]
+    return service
+
+
+def require_bundle() -> LoadedBundle:
+    """The bundle for this request, read once so a concurrent swap cannot split a request."""
+    bundle = get_service().store.current
+    if bundle is None:
+        raise ApiError(503, "no bundle loaded yet")
+    return bundle
+
+
+def took_ms() -> float:
+    return round((time.perf_counter() - g.t0) * 1000.0, 3)

@@ -1,0 +1,55 @@
+"""The `recsys` command line.
+
+The root app lives here; each side of the product adds its own commands through the
+`recsys.commands` entry point group (see pyproject.toml). An install without the batch
+extra therefore still gets `recsys serve` and `recsys sql`, and this module never imports
+batch/ or online/ directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from importlib.metadata import entry_points
+
+import typer
+
+from shared.warehouse_cli import register as register_sql
+
+app = typer.Typer(
+    help="Hybrid batch + online recommender: nightly Spark pipeline, FAISS, ONNX re-ranker, "
+    "Flask service, DuckDB warehouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Hybrid batch + online recommender."""
+
+
+def _load_plugins() -> None:
+    register_sql(app)
+    for ep in sorted(entry_points(group="recsys.commands"), key=lambda e: e.name):
+        try:
+            ep.load()(app)
+        except ImportError as exc:  # that side of the product is not installed
+            logging.getLogger(__name__).debug("command group %s unavailable: %s", ep.name, exc)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # FAISS logs every CPU-specific build it tries at import; only failures are news.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    _load_plugins()
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Typed, frozen configuration of the nightly pipeline.
+
+Built once in the entry point (defaults, then an optional JSON file, then CLI overrides)
+and passed down; nothing reads the environment deep inside a job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ValidationConfig(_Frozen):
+    max_bad_share: float = Field(0.05, ge=0.0, le=1.0, description="fail the run above this")
+    drop_duplicates: bool = True
+
+
+class SplitConfig(_Frozen):
+    protocol: Literal["temporal", "random", "cutoff"] = "temporal"
+    test_share: float = Field(0.25, gt=0.0, lt=1.0)
+    cutoff: str | None = Field(None, description="ISO date, for protocol=cutoff")
+    min_user_events: int = Field(2, ge=2, description="users with fewer events are train-only")
+    seed: int = 42
+
+
+class AlsConfig(_Frozen):
+    rank: int = Field(64, ge=2)
+    max_iter: int = Field(12, ge=1)
+    reg_param: float = Field(0.05, ge=0.0)
+    alpha: float = Field(20.0, ge=0.0)
+    seed: int = 42
+    checkpoint_interval: int = 5
+    num_blocks: int | None = Field(
+        None, ge=1, description="ALS user/item blocks; default: 1 per million ratings, 2..32"
+    )
+
+
+class IndexConfig(_Frozen):
+    exact_max_items: int = Field(50_000, description="flat (exact) index up to this size")
+    hnsw_max_items: int = Field(2_000_000, description="HNSW up to this size, IVF beyond")
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 256
+    ivf_nprobe: int = 32
+    recall_sample_queries: int = 1000
+
+
+class CandidateConfig(_Frozen):
+    ann_k: int = Field(300, ge=10)
+    cooc_k: int = Field(300, ge=10)
+    popular_k: int = Field(200, ge=10)
+    cooc_history: int = Field(50, ge=2, description="recent items per user used for pairs")
+    cooc_score_history: int = Field(
+        20, ge=1, description="recent items per user whose neighbours are scored"
+    )
+    cooc_max_users: int = Field(
+        100_000, ge=100, description="users (a deterministic sample) that estimate similarities"
+    )
+    cooc_neighbors: int = Field(50, ge=5, description="neighbours kept per item")
+    cooc_min_count: int = Field(2, ge=1)
+    trending_days: int = Field(30, ge=1)
+    source_weights: dict[str, float] = Field(
+        default_factory=lambda: {"ann": 1.0, "cooc": 1.0, "popular": 0.3}
+    )
+
+
+class RankerConfig(_Frozen):
+    """The learned re-ranker (batch/ranker); see docs/reranker.md."""
+
+    enabled: bool = Field(True, description="off: the lists keep the fused order")
+    hidden: tuple[int, ...] = Field((128, 64), description="MLP hidden sizes; () = linear")
+    negatives: int = Field(16, ge=1, description="sampled negatives per positive (listwise)")
+    max_users: int = Field(20_000, ge=10, description="users in the training sample")
+    max_negatives_per_user: int = Field(300, ge=10, description="candidates kept per user")
+    val_share: float = Field(0.2, gt=0.0, lt=1.0, description="users held out for stopping")
+    max_epochs: int = Field(40, ge=1)
+    patience: int = Field(4, ge=1)
+    learning_rate: float = Field(3e-3, gt=0.0)
+    weight_decay: float = Field(1e-5, ge=0.0)
+    batch_size: int = Field(256, ge=1)
+    seed: int = 42
+    parity_tolerance: float = Field(0.01, ge=0.0, description="int8 nDCG@10 within this of fp32")
+    prefer_int8: bool = Field(True, description="ship int8 when it passes parity")
+
+
+class PublishConfig(_Frozen):
+    top_k: int = Field(100, ge=100)
+    keep_runs: int = Field(5, ge=1)
+    max_relative_drop: float = Field(0.2, ge=0.0, le=1.0)
+    min_value: float = Field(0.0, ge=0.0, description="absolute floor of the gate metric")
+    max_drop_vs_best_source: float = Field(
+        0.0, ge=0.0, le=1.0, description="published lists may trail the best single source by this"
+    )
+    gate_metric: str = "ndcg@10"
+
+
+class PipelineConfig(_Frozen):
+    validation: ValidationConfig = ValidationConfig()
+    split: SplitConfig = SplitConfig()
+    als: AlsConfig = AlsConfig()
+    index: IndexConfig = IndexConfig()
+    candidates: CandidateConfig = CandidateConfig()
+    ranker: RankerConfig = RankerConfig()
+    publish: PublishConfig = PublishConfig()
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "6g"
+    shuffle_partitions: int = 4
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> PipelineConfig:
+        data: dict[str, Any] = json.loads(path.read_text()) if path else {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(data)
+
+    def fingerprint(self) -> str:
+        import hashlib
+
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]

@@ -1,0 +1,216 @@
+"""The served-request log: what the online service answered, as Parquet for the warehouse.
+
+Layout: `ART/served_log/date=YYYY-MM-DD/part-<pid>-<seq>.parquet`, one file per flush and
+UTC day. Each file is written under a hidden temporary name and then linked into place, so
+the nightly warehouse build (which globs `part-*.parquet`) never reads a half-written file,
+and two processes (gunicorn workers) never write the same name.
+
+`RequestLogWriter.log()` only appends to an in-memory buffer under a lock (microseconds);
+a background thread writes the files, so a request never waits for disk. If the disk is
+slower than the traffic the buffer is bounded and excess records are dropped and counted
+(`dropped`) rather than blocking requests or growing without limit.
+
+Pure pyarrow (no flask): the service imports it, and so does the batch side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+SERVED_LOG_DIR = "served_log"
+PART_GLOB = "date=*/part-*.parquet"
+
+ITEM_TYPE = pa.struct(
+    [("item_id", pa.string()), ("rank", pa.int32()), ("score", pa.float32())]
+)
+SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("ts", pa.timestamp("ms", tz="UTC")),
+        ("user_id", pa.string()),  # None for anonymous requests
+        ("bundle", pa.string()),  # run id of the bundle that answered
+        ("served_by", pa.string()),  # rerank | precomputed | popular_segment | popular_global
+        ("fallback_reason", pa.string()),  # None when the full path answered
+        ("items", pa.list_(ITEM_TYPE)),
+        ("latency_ms", pa.float64()),
+        ("endpoint", pa.string()),
+    ]
+)
+
+
+@dataclass(slots=True)
+class ServedRequest:
+    request_id: str
+    ts: dt.datetime  # timezone-aware UTC
+    user_id: str | None
+    bundle: str | None
+    served_by: str
+    fallback_reason: str | None
+    items: Sequence[tuple[str, int, float]]  # (item_id, rank, score)
+    latency_ms: float
+    endpoint: str = "recommend"
+
+
+def to_table(records: Sequence[ServedRequest]) -> pa.Table:
+    columns: dict[str, list[object]] = {name: [] for name in SCHEMA.names}
+    for r in records:
+        columns["request_id"].append(r.request_id)
+        columns["ts"].append(r.ts)
+        columns["user_id"].append(r.user_id)
+        columns["bundle"].append(r.bundle)
+        columns["served_by"].append(r.served_by)
+        columns["fallback_reason"].append(r.fallback_reason)
+        columns["items"].append(
+            [{"item_id": i, "rank": int(k), "score": float(s)} for i, k, s in r.items]
+        )
+        columns["latency_ms"].append(float(r.latency_ms))
+        columns["endpoint"].append(r.endpoint)
+    return pa.table(columns, schema=SCHEMA)
+
+
+def empty_table() -> pa.Table:
+    return SCHEMA.empty_table()
+
+
+def log_dir(artifacts: Path) -> Path:
+    return artifacts / SERVED_LOG_DIR
+
+
+def part_files(root: Path) -> list[Path]:
+    """Every complete log file under root (temporary files are hidden and never match)."""
+    return sorted(root.glob(PART_GLOB)) if root.exists() else []
+
+
+@dataclass
+class RequestLogWriter:
+    """Buffers served requests and writes rotating Parquet files from a background thread.
+
+    A file is written when the buffer holds `rotate_rows` records or its oldest record is
+    `rotate_seconds` old; `close()` (call it at worker exit) writes what is left. Create it
+    after the server forks (one per gunicorn worker): a thread does not survive fork().
+    """
+
+    root: Path
+    rotate_rows: int = 10_000
+    rotate_seconds: float = 60.0
+    max_buffer_rows: int = 200_000
+    dropped: int = 0
+    files_written: int = 0
+    _buffer: list[ServedRequest] = field(default_factory=list, repr=False)
+    _first_at: float | None = field(default=None, repr=False)
+    _seq: int = field(default=0, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _wake: threading.Condition = field(init=False, repr=False)
+    _closed: bool = field(default=False, repr=False)
+    _thread: threading.Thread = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self._wake = threading.Condition(self._lock)
+        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+        self._thread.start()
+
+    def log(self, record: ServedRequest) -> None:
+        """Append one record; never blocks on I/O, never raises."""
+        with self._lock:
+            if self._closed or len(self._buffer) >= self.max_buffer_rows:
+                self.dropped += 1
+                return
+            if not self._buffer:
+                self._first_at = time.monotonic()
+            self._buffer.append(record)
+            if len(self._buffer) >= self.rotate_rows:
+                self._wake.notify()
+
+    def close(self) -> None:
+        """Stop the thread and write everything still buffered."""
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join()
+
+    def __enter__(self) -> RequestLogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _due(self) -> bool:
+        if not self._buffer:
+            return False
+        age = time.monotonic() - (self._first_at or 0.0)
+        return len(self._buffer) >= self.rotate_rows or age >= self.rotate_seconds
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._due():
+                    # Wake at least every second to check the age of the oldest record.
+                    self._wake.wait(timeout=min(1.0, max(self.rotate_seconds, 0.01)))
+                batch, self._buffer = self._buffer, []
+                self._first_at = None
+                closing = self._closed
+            if batch:
+                try:
+                    self._write(batch)
+                except Exception:  # a full disk must not kill the thread or the service
+                    log.exception("request log: could not write %d records", len(batch))
+                    with self._lock:
+                        self.dropped += len(batch)
+            if closing:
+                return
+
+    def _write(self, batch: list[ServedRequest]) -> None:
+        by_day: dict[str, list[ServedRequest]] = {}
+        for r in batch:
+            by_day.setdefault(r.ts.astimezone(dt.UTC).date().isoformat(), []).append(r)
+        step = max(1, self.rotate_rows)
+        for day, records in sorted(by_day.items()):
+            folder = self.root / f"date={day}"
+            folder.mkdir(parents=True, exist_ok=True)
+            # A burst larger than rotate_rows still gives files of at most rotate_rows rows.
+            for start in range(0, len(records), step):
+                self._write_file(folder, records[start : start + step])
+
+    def _write_file(self, folder: Path, records: list[ServedRequest]) -> None:
+        tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}.parquet"
+        pq.write_table(to_table(records), tmp, compression="zstd")
+        while True:  # a restarted process may reuse a pid: never overwrite a file
+            self._seq += 1
+            final = folder / f"part-{os.getpid()}-{self._seq:06d}.parquet"
+            try:
+                os.link(tmp, final)
+                break
+            except FileExistsError:
+                continue
+        tmp.unlink()
+        self.files_written += 1
+
+
+def prune(root: Path, retention_days: int) -> list[str]:
+    """Delete `date=` partitions older than retention_days before the newest one (relative
+    to the data, never to now(), like `recsys batch prune`); the nightly warehouse build
+    loads every file that is left, so this bounds its cost. Returns the removed dates."""
+    days = sorted(p.name.removeprefix("date=") for p in root.glob("date=*") if p.is_dir())
+    if not days:
+        return []
+    newest = dt.date.fromisoformat(days[-1])
+    doomed = [d for d in days if (newest - dt.date.fromisoformat(d)).days > retention_days]
+    for day in doomed:
+        folder = root / f"date={day}"
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
+    return doomed

@@ -1,0 +1,219 @@
+"""The real server: `recsys serve` (gunicorn, 2 workers) on loopback, end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from shared.bundle import current_bundle, write_current
+from tests.e2e.conftest import publish_clone
+from tests.online.bundle_factory import corrupt
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "e2e-token"
+RECSYS = Path(sys.executable).with_name("recsys")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(service_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [
+            str(RECSYS),
+            "serve",
+            "--artifacts",
+            str(service_artifacts),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--admin-token",
+            TOKEN,
+            "--reload-poll-seconds",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            try:
+                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                pytest.fail(f"server did not become ready:\n{log.read()[-4000:]}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)  # `recsys serve` exec'd gunicorn: this is the master
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def ids(service_artifacts: Path) -> dict[str, str]:
+    bundle = current_bundle(service_artifacts)
+    recs = pq.read_table(bundle / "recommendations.parquet", columns=["user_id"])
+    items = pq.read_table(bundle / "items.parquet", columns=["item_id"])
+    return {
+        "user": str(recs.column("user_id")[0].as_py()),
+        "item": str(items.column("item_id")[0].as_py()),
+        "item2": str(items.column("item_id")[1].as_py()),
+    }
+
+
+def _recommend(base: str, body: dict[str, Any]) -> requests.Response:
+    return requests.post(f"{base}/v1/recommendations", json=body, timeout=10)
+
+
+def test_every_endpoint_answers(server: str, ids: dict[str, str]) -> None:
+    assert requests.get(f"{server}/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{server}/v1/ping", timeout=5).json() == {"pong": True}
+    assert requests.get(f"{server}/openapi.json", timeout=5).json()["openapi"].startswith("3.")
+    assert "<form" in requests.get(f"{server}/", timeout=5).text
+
+    data = _recommend(server, {"user_id": ids["user"], "k": 10}).json()
+    assert data["served_by"] == "rerank" and len(data["items"]) == 10
+    data = _recommend(server, {"user_id": "nobody-at-all", "k": 5}).json()
+    assert data["served_by"] in ("popular", "popular_segment")
+    assert data["fallback_reason"] == "unknown_user"
+
+    resp = requests.post(
+        f"{server}/v1/rerank",
+        json={"user_id": ids["user"], "candidate_item_ids": [ids["item"], ids["item2"], "??"]},
+        timeout=10,
+    )
+    assert resp.status_code == 200 and resp.json()["unknown_item_ids"] == ["??"]
+    resp = requests.get(f"{server}/v1/items/{ids['item']}/similar?k=5", timeout=10)
+    assert resp.status_code == 200
+    assert ids["item"] not in {i["item_id"] for i in resp.json()["items"]}
+
+    for _ in range(10):  # spread over both workers, then read the aggregated metrics
+        _recommend(server, {"user_id": ids["user"], "k": 10})
+    metrics = requests.get(f"{server}/metrics", timeout=5).text
+    assert "recsys_stage_seconds_bucket" in metrics
+    assert 'recsys_served_total{endpoint="recommendations",served_by="rerank"}' in metrics
+    assert "recsys_cache_hit_ratio" in metrics
+    assert metrics.count("recsys_bundle_info{") >= 1  # one line per live worker
+
+
+def test_bad_requests_are_json_4xx(server: str) -> None:
+    resp = requests.post(
+        f"{server}/v1/recommendations",
+        data="{oops",
+        timeout=5,
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status_code == 400 and resp.json()["error"]
+    resp = _recommend(server, {"user_id": "u", "k": 1000})
+    assert resp.status_code == 422 and resp.json()["field"] == "k"
+    resp = _recommend(server, {"user_id": "u", "context": {"recent_item_ids": [1]}})
+    assert resp.status_code == 422 and resp.json()["field"] == "context.recent_item_ids.0"
+    resp = requests.get(f"{server}/no/such/route", timeout=5)
+    assert resp.status_code == 404 and resp.json() == {"error": "not found", "field": None}
+    resp = _recommend(server, {"user_id": "x" * 400_000})
+    assert resp.status_code == 413 and resp.json()["error"] == "request body too large"
+    assert requests.post(f"{server}/admin/reload", timeout=5).status_code == 401
+
+
+def _hammer(
+    base: str, user: str, stop: threading.Event, seen: Counter[str], failures: list[str]
+) -> None:
+    session = requests.Session()
+    while not stop.is_set():
+        try:
+            resp = session.post(
+                f"{base}/v1/recommendations", json={"user_id": user, "k": 10}, timeout=10
+            )
+            if resp.status_code != 200:
+                failures.append(f"{resp.status_code} {resp.text[:200]}")
+            else:
+                seen[resp.json()["bundle"]] += 1
+        except requests.RequestException as exc:
+            failures.append(repr(exc))
+
+
+def _wait_all_workers_on(base: str, user: str, run_id: str, timeout: float = 20) -> None:
+    """Every worker answers from run_id: 20 answers in a row say so."""
+    deadline = time.monotonic() + timeout
+    streak = 0
+    while streak < 20:
+        assert time.monotonic() < deadline, f"workers did not all switch to {run_id}"
+        bundle = _recommend(base, {"user_id": user, "k": 5}).json()["bundle"]
+        streak = streak + 1 if bundle == run_id else 0
+
+
+def test_reload_under_load_fails_no_request(
+    server: str, service_artifacts: Path, ids: dict[str, str]
+) -> None:
+    old = current_bundle(service_artifacts).name
+    stop, seen, failures = threading.Event(), Counter[str](), []
+    threads = [
+        threading.Thread(target=_hammer, args=(server, ids["user"], stop, seen, failures))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        publish_clone(service_artifacts, "run-reloaded")
+        resp = requests.post(f"{server}/admin/reload", headers={"X-Admin-Token": TOKEN}, timeout=60)
+        assert resp.status_code == 200 and resp.json()["serving"] == "run-reloaded"
+        _wait_all_workers_on(server, ids["user"], "run-reloaded")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert failures == []
+    assert seen[old] > 0 and seen["run-reloaded"] > 0
+
+
+def test_corrupt_bundle_is_refused_while_the_old_serves(
+    server: str, service_artifacts: Path, ids: dict[str, str]
+) -> None:
+    serving = current_bundle(service_artifacts).name
+    corrupt(publish_clone(service_artifacts, "run-corrupt"))
+    resp = requests.post(f"{server}/admin/reload", headers={"X-Admin-Token": TOKEN}, timeout=60)
+    assert resp.status_code == 409
+    assert resp.json()["status"] == "refused" and resp.json()["serving"] == serving
+    time.sleep(2.5)  # let both workers' pollers see (and refuse) the new CURRENT too
+    for _ in range(20):
+        resp = _recommend(server, {"user_id": ids["user"], "k": 5})
+        assert resp.status_code == 200 and resp.json()["bundle"] == serving
+    assert requests.get(f"{server}/readyz", timeout=5).json()["bundle"] == serving
+    metrics = requests.get(f"{server}/metrics", timeout=5).text
+    assert 'recsys_bundle_reloads_total{result="refused"}' in metrics
+    write_current(service_artifacts, serving)  # leave the artifacts as we found them

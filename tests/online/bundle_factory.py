@@ -1,0 +1,247 @@
+"""Build a small, valid bundle directory with known structure for service tests.
+
+Structure the tests rely on:
+  item i: item_id "m<i>", genre "Drama" unless i % 4 == 0 (so one genre dominates),
+          available only in "eu" if i % 5 == 0, only in "us" if i % 5 == 1, else everywhere.
+  user u: user_id "u<u>", region "eu" for even u, "us" for odd u; seen items SEEN_PER_USER;
+          the last user has no precomputed list.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shared.bundle import (
+    GLOBAL_SEGMENT,
+    MANIFEST_FILE,
+    BundleManifest,
+    IndexInfo,
+    checksum_tree,
+    run_dir,
+    write_current,
+)
+
+SEEN_PER_USER = 5
+LIST_LENGTH = 30
+
+
+def item_genre(i: int) -> str:
+    return "Comedy|Drama" if i % 4 == 0 else "Drama|Thriller"
+
+
+def item_regions(i: int) -> str | None:
+    return {0: "eu", 1: "us", 2: "eu|us"}.get(i % 5)
+
+
+def build_bundle(
+    artifacts: Path,
+    run_id: str = "run-a",
+    *,
+    n_users: int = 40,
+    n_items: int = 200,
+    dim: int = 16,
+    seed: int = 0,
+    publish: bool = True,
+    with_ranker: bool = False,
+) -> Path:
+    """Write ART/runs/<run_id>/ with every required file and a checksummed manifest."""
+    rng = np.random.default_rng(seed)
+    out = run_dir(artifacts, run_id)
+    out.mkdir(parents=True, exist_ok=False)
+    item_f = rng.normal(size=(n_items, dim)).astype(np.float32)
+    user_f = rng.normal(size=(n_users, dim)).astype(np.float32)
+    np.save(out / "item_factors.npy", item_f)
+    np.save(out / "user_factors.npy", user_f)
+    index = faiss.IndexFlatIP(dim)
+    index.add(item_f)
+    faiss.write_index(index, str(out / "index.faiss"))
+
+    items = pa.table(
+        {
+            "item_idx": pa.array(range(n_items), pa.int32()),
+            "item_id": [f"m{i}" for i in range(n_items)],
+            "title": [f"Title {i}" for i in range(n_items)],
+            "genres": [item_genre(i) for i in range(n_items)],
+            "available_regions": pa.array([item_regions(i) for i in range(n_items)], pa.string()),
+        }
+    )
+    pq.write_table(items, out / "items.parquet")
+    users = pa.table(
+        {
+            "user_idx": pa.array(range(n_users), pa.int32()),
+            "user_id": [f"u{u}" for u in range(n_users)],
+            "region": ["eu" if u % 2 == 0 else "us" for u in range(n_users)],
+        }
+    )
+    pq.write_table(users, out / "users.parquet")
+
+    seen = [np.sort(rng.choice(n_items, SEEN_PER_USER, replace=False)) for _ in range(n_users)]
+    indptr = np.arange(n_users + 1, dtype=np.int64) * SEEN_PER_USER
+    np.save(out / "seen_indptr.npy", indptr)
+    np.save(out / "seen_indices.npy", np.concatenate(seen).astype(np.int32))
+
+    rec_rows: dict[str, list[object]] = {
+        k: [] for k in ("user_idx", "user_id", "rank", "item_idx", "item_id", "score", "sources")
+    }
+    cand_rows: dict[str, list[object]] = {
+        k: []
+        for k in ("user_idx", "item_idx", "sources", "score_ann", "rank_ann")
+        + ("score_cooc", "rank_cooc", "score_popular", "rank_popular")
+    }
+    for u in range(n_users - 1):  # the last user has no precomputed list
+        scores = item_f @ user_f[u]
+        scores[seen[u]] = -np.inf
+        top = np.argsort(-scores)[:LIST_LENGTH]
+        for rank, i in enumerate(top, start=1):
+            sources = ["ann", "cooc"] if rank % 3 == 0 else ["ann"]
+            for key, value in zip(
+                rec_rows,
+                (u, f"u{u}", rank, int(i), f"m{i}", float(scores[i]), sources),
+                strict=True,
+            ):
+                rec_rows[key].append(value)
+            cooc = (float(scores[i]) / 2, rank) if "cooc" in sources else (None, None)
+            row = (u, int(i), sources, float(scores[i]), rank, *cooc, None, None)
+            for key, value in zip(cand_rows, row, strict=True):
+                cand_rows[key].append(value)
+    rec_schema = pa.schema(
+        [
+            ("user_idx", pa.int32()),
+            ("user_id", pa.string()),
+            ("rank", pa.int32()),
+            ("item_idx", pa.int32()),
+            ("item_id", pa.string()),
+            ("score", pa.float32()),
+            ("sources", pa.list_(pa.string())),
+        ]
+    )
+    pq.write_table(pa.table(rec_rows, schema=rec_schema), out / "recommendations.parquet")
+    cand_schema = pa.schema(
+        [
+            ("user_idx", pa.int32()),
+            ("item_idx", pa.int32()),
+            ("sources", pa.list_(pa.string())),
+            *[
+                (f"{kind}_{s}", pa.float32() if kind == "score" else pa.int32())
+                for s in ("ann", "cooc", "popular")
+                for kind in ("score", "rank")
+            ],
+        ]
+    )
+    pq.write_table(pa.table(cand_rows, schema=cand_schema), out / "candidates.parquet")
+
+    popularity = np.arange(n_items, 0, -1, dtype=np.float32)  # item 0 most popular
+    pop_rows: dict[str, list[object]] = {
+        k: [] for k in ("segment", "rank", "item_idx", "item_id", "score")
+    }
+    for segment in (GLOBAL_SEGMENT, "eu", "us"):
+        members = [
+            i for i in range(n_items) if segment == GLOBAL_SEGMENT or segment != "eu" or i % 7
+        ]
+        for rank, i in enumerate(members[:50], start=1):
+            for key, value in zip(
+                pop_rows, (segment, rank, i, f"m{i}", float(popularity[i])), strict=True
+            ):
+                pop_rows[key].append(value)
+    pq.write_table(pa.table(pop_rows), out / "popular.parquet")
+    pq.write_table(pa.table({"reason": pa.array([], pa.string())}), out / "quarantine.parquet")
+    metrics = {"ndcg@10": 0.1}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+
+    if with_ranker:
+        write_ranker(out, seen, n_users, n_items, rng)
+    manifest = BundleManifest(
+        run_id=run_id,
+        run_date="2026-01-01",
+        created_at=datetime.now(UTC).isoformat(),
+        code_version="test",
+        config_fingerprint="test",
+        data_window={"train_start": "2025-01-01", "train_end": "2026-01-01"},
+        row_counts={"items": n_items, "users": n_users},
+        metrics=metrics,
+        index=IndexInfo(
+            kind="flat",
+            dim=dim,
+            n_items=n_items,
+            built_on="cpu",
+            recall_at_100=1.0,
+            build_seconds=0.0,
+        ),
+        files=checksum_tree(out),
+    )
+    (out / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    if publish:
+        write_current(artifacts, run_id)
+    return out
+
+
+def write_ranker(
+    out: Path, seen: list[np.ndarray], n_users: int, n_items: int, rng: np.random.Generator
+) -> None:
+    """features/ arrays and ranker/ (spec + a linear ONNX model: score = 2 * als_dot).
+
+    Needs the `onnx` package (batch extra) to write the model.
+    """
+    from dataclasses import fields
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from shared.features import FEATURE_NAMES, N_FEATURES, FeatureArrays, save_feature_arrays
+
+    per_item = 5
+    day, start = 86_400.0, 1_700_000_000.0
+    extra = {  # newer shared.features fields; passed only if this version has them
+        "item_times": start + np.sort(rng.random((n_items, 2)) * 90 * day, axis=1),
+        "user_times": start + np.sort(rng.random((n_users, 2)) * 90 * day, axis=1),
+        "item_buckets": rng.integers(0, 20, (n_items, 4)).astype(np.float32),
+        "bucket_edges": start + np.linspace(0, 120 * day, 5),
+        "bucket_totals": np.full(4, 20.0 * n_items),
+    }
+    known = {f.name for f in fields(FeatureArrays)}
+    arrays = FeatureArrays(
+        **{k: v for k, v in extra.items() if k in known},
+        item_stats=rng.random((n_items, 6)).astype(np.float32) * 100,
+        item_genres=np.array([[i % 4 == 0, 1.0] for i in range(n_items)], dtype=np.float32),
+        user_stats=rng.random((n_users, 4)).astype(np.float32) * 10,
+        user_genres=rng.dirichlet([1.0, 1.0], n_users).astype(np.float32),
+        neighbor_indptr=np.arange(n_items + 1, dtype=np.int64) * per_item,
+        neighbor_indices=rng.integers(0, n_items, n_items * per_item).astype(np.int32),
+        neighbor_sims=rng.random(n_items * per_item).astype(np.float32),
+        recent_indptr=np.arange(n_users + 1, dtype=np.int64) * SEEN_PER_USER,
+        recent_indices=np.concatenate(seen).astype(np.int32),
+        item_factors=np.zeros((0, 1), np.float32),  # the bundle root has the factors
+        user_factors=np.zeros((0, 1), np.float32),
+    )
+    save_feature_arrays(arrays, out / "features", with_factors=False)
+    weights = np.zeros((N_FEATURES, 1), np.float32)
+    weights[FEATURE_NAMES.index("als_dot")] = 2.0
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["features", "w"], ["score"])],
+        "ranker",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, N_FEATURES])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])],
+        initializer=[numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (out / "ranker").mkdir()
+    onnx.save(model, str(out / "ranker" / "model.int8.onnx"))
+    spec = {"model": "model.int8.onnx", "input": "features", "output": "score",
+            "features": list(FEATURE_NAMES)}  # fmt: skip
+    (out / "ranker" / "spec.json").write_text(json.dumps(spec))
+
+
+def corrupt(bundle: Path, name: str = "item_factors.npy") -> None:
+    """Change a file after its checksum was recorded (as a partial copy would)."""
+    path = bundle / name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -1,0 +1,100 @@
+"""The scorer interface: ALS dot product, and the ONNX re-ranker when a bundle ships one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from online.scoring import AlsDotScorer, ModelError, OnnxScorer, ScoreInput, load_scorer
+from tests.online.bundle_factory import build_bundle
+from tests.online.conftest import make_app, recommend
+
+pytest.importorskip("onnx")  # the factory writes the test model with it (batch extra)
+
+
+@pytest.fixture
+def ranked(tmp_path: Path) -> Path:
+    build_bundle(tmp_path, "run-r", with_ranker=True)
+    return tmp_path
+
+
+def _inputs(bundle, user_idx: int | None, items: np.ndarray) -> ScoreInput:  # type: ignore[no-untyped-def]
+    vector = np.asarray(bundle.user_factors[user_idx or 0], np.float32)
+    return ScoreInput(
+        bundle, user_idx, vector, np.empty(0, np.int32), None, None, items,
+        np.zeros(len(items), np.uint32),
+    )  # fmt: skip
+
+
+def test_bundle_with_ranker_is_served_by_onnx(ranked: Path) -> None:
+    app = make_app(ranked)
+    client = app.test_client()
+    assert client.get("/readyz").get_json()["scorer"] == "onnx-int8"
+    data = recommend(client, user_id="u2", k=5)
+    assert data["scorer"] == "onnx-int8" and data["served_by"] == "rerank"
+    cold = recommend(client, user_id="new", k=5, context={"recent_item_ids": ["m3", "m8"]})
+    assert cold["scorer"] == "onnx-int8" and cold["served_by"] == "rerank"
+    assert b'recsys_bundle_info{run_id="run-r",scorer="onnx-int8"}' in client.get("/metrics").data
+
+
+def test_onnx_scores_match_the_model_on_shared_features(ranked: Path) -> None:
+    app = make_app(ranked)
+    app.extensions["recsys"].store.ensure_started()
+    bundle = app.extensions["recsys"].store.current
+    assert isinstance(bundle.scorer, OnnxScorer)
+    inputs = _inputs(bundle, 3, np.arange(20, dtype=np.int32))
+    # The factory's model is score = 2 * als_dot.
+    assert np.allclose(bundle.scorer.score(inputs), 2 * AlsDotScorer().score(inputs), atol=1e-3)
+
+
+def test_batch_source_columns_reach_the_features(ranked: Path) -> None:
+    from online.ranker_features import RankerFeatures
+
+    features = RankerFeatures(ranked / "runs" / "run-r")
+    lo, hi = features.indptr[0], features.indptr[1]
+    stored = features.items[lo:hi]
+    unknown = np.setdiff1d(np.arange(200), stored)[:1]
+    scores, ranks = features.source_matrices(0, np.concatenate([stored[:2], unknown]))
+    assert scores is not None and ranks is not None
+    assert np.isfinite(scores[:2, 0]).all() and np.isnan(scores[2]).all()
+    assert features.source_matrices(None, stored) == (None, None)
+
+
+def test_feature_failure_is_a_model_error(ranked: Path) -> None:
+    app = make_app(ranked)
+    app.extensions["recsys"].store.ensure_started()
+    bundle = app.extensions["recsys"].store.current
+
+    def wrong_width(inputs: ScoreInput, names: list[str]) -> np.ndarray:
+        return np.zeros((len(inputs.candidates), 5), np.float32)
+
+    scorer, _ = load_scorer(bundle.path, features=wrong_width)
+    with pytest.raises(ModelError):
+        scorer.score(_inputs(bundle, 0, np.arange(3, dtype=np.int32)))
+
+
+def test_spec_with_other_features_degrades_to_als(ranked: Path) -> None:
+    run = ranked / "runs" / "run-r"
+    spec = json.loads((run / "ranker" / "spec.json").read_text())
+    spec["features"] = spec["features"][::-1]
+    (run / "ranker" / "spec.json").write_text(json.dumps(spec))
+    app = make_app(ranked, verify_checksums=False)
+    client = app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["scorer"] == "als-dot"
+    assert b'recsys_errors_total{kind="ranker_unusable"}' in client.get("/metrics").data
+
+
+def test_unusable_ranker_degrades_to_als(tmp_path: Path) -> None:
+    (tmp_path / "ranker").mkdir()
+    (tmp_path / "ranker" / "spec.json").write_text('{"model": "missing.onnx", "features": []}')
+    scorer, why = load_scorer(tmp_path)
+    assert scorer.name == "als-dot" and why and "ranker_unusable" in why
+
+
+def test_no_ranker_means_als(tmp_path: Path) -> None:
+    scorer, why = load_scorer(tmp_path)
+    assert scorer.name == "als-dot" and why is None

@@ -1,0 +1,141 @@
+"""The whole pipeline on a tiny generated set: bundle contents, idempotent reruns, the
+quality gate, rollback and the warehouse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from batch.pipeline.publish import rollback
+from shared.bundle import current_bundle, load_manifest, read_current, verify_bundle
+from shared.errors import QualityGateFailed
+from shared.warehouse import connect_read_only
+from tests.conftest import run_pipeline, tiny_config
+
+pytestmark = pytest.mark.spark
+
+
+def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -> None:
+    bundle = current_bundle(pipeline_artifacts)
+    manifest = verify_bundle(bundle)
+    assert manifest.run_id.startswith("2025-12-31-")
+    recs = pq.read_table(bundle / "recommendations.parquet").to_pandas()
+    per_user = recs.groupby("user_id")["rank"].agg(["min", "max", "count"])
+    assert (per_user["min"] == 1).all() and (per_user["max"] == per_user["count"]).all()
+    assert per_user["count"].max() == 100
+    assert recs["sources"].map(len).min() >= 1
+    # Nothing a user has seen is recommended to them.
+    indptr = np.load(bundle / "seen_indptr.npy")
+    indices = np.load(bundle / "seen_indices.npy")
+    for user_idx, group in recs.groupby("user_idx"):
+        seen = set(indices[indptr[user_idx] : indptr[user_idx + 1]].tolist())
+        assert not seen & set(group["item_idx"].tolist())
+    lists = manifest.metrics["lists"]
+    assert set(lists) == {"merged", "popularity", "ann", "cooc", "popular"}
+    assert lists["merged"]["ndcg@10"] > lists["popularity"]["ndcg@10"]
+    assert set(manifest.metrics["candidate_recall"]) == {"ann", "cooc", "popular", "merged"}
+    assert manifest.index.recall_at_100 == pytest.approx(1.0)  # flat index: exact
+    assert manifest.row_counts["recommendations"] == len(recs)
+
+
+def test_unchanged_rerun_gives_identical_outputs(spark, tiny_data: Path, pipeline_artifacts: Path,
+                                                 tmp_path: Path) -> None:
+    artifacts = tmp_path / "art"
+    shutil.copytree(pipeline_artifacts, artifacts)
+    before = load_manifest(current_bundle(artifacts))
+    shutil.rmtree(artifacts / "work")  # recompute every stage from scratch
+    run_pipeline(spark, tiny_data, artifacts)
+    after = load_manifest(current_bundle(artifacts))
+    assert after.run_id == before.run_id
+    for name in ("recommendations.parquet", "candidates.parquet", "popular.parquet",
+                 "item_factors.npy", "user_factors.npy", "seen_indices.npy", "items.parquet"):
+        assert after.files[name] == before.files[name], name
+    assert after.metrics == before.metrics
+
+
+def test_failed_gate_leaves_current_untouched(spark, tiny_data: Path, pipeline_artifacts: Path,
+                                              tmp_path: Path) -> None:
+    artifacts = tmp_path / "art"
+    shutil.copytree(pipeline_artifacts, artifacts)
+    before = read_current(artifacts)
+    strict = tiny_config(publish={"min_value": 0.99})
+    with pytest.raises(QualityGateFailed, match="below the configured floor"):
+        run_pipeline(spark, tiny_data, artifacts, strict, run_date=dt.date(2026, 1, 5))
+    assert read_current(artifacts) == before
+    assert [p.name for p in (artifacts / "runs").iterdir() if p.name.startswith("2026-01-05")] == []
+
+
+def test_second_night_then_rollback(spark, tiny_data: Path, pipeline_artifacts: Path,
+                                    tmp_path: Path) -> None:
+    artifacts = tmp_path / "art"
+    shutil.copytree(pipeline_artifacts, artifacts)
+    first = read_current(artifacts)
+    items_map = pq.read_table(artifacts / "state/idmaps/items").to_pydict()
+    run_pipeline(spark, tiny_data, artifacts, run_date=dt.date(2026, 1, 2))
+    second = read_current(artifacts)
+    assert second != first and second is not None and second.startswith("2026-01-02-")
+    # Stable id maps: the second night numbers every item exactly as the first did.
+    assert pq.read_table(artifacts / "state/idmaps/items").to_pydict() == items_map
+    assert rollback(artifacts) == first
+    assert read_current(artifacts) == first
+    with connect_read_only(artifacts) as con:  # the warehouse follows the rollback
+        assert con.execute("SELECT run_id FROM runs WHERE is_current").fetchone() == (first,)
+    cli = [sys.executable, "-m", "shared.cli", "batch", "rollback", "--artifacts", str(artifacts),
+           "--to", second]
+    done = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert read_current(artifacts) == second
+
+
+def test_warehouse_answers_read_only(pipeline_artifacts: Path) -> None:
+    con = connect_read_only(pipeline_artifacts)
+    try:
+        rows = con.execute(
+            "SELECT count(DISTINCT user_id), min(rank), max(rank) FROM recommendations"
+        ).fetchone()
+        assert rows is not None and rows[0] > 0 and rows[1] == 1 and rows[2] == 100
+        tables = {r[0] for r in con.execute("SHOW TABLES").fetchall()}
+        assert {"recommendations", "candidates", "popular", "items", "runs", "metrics",
+                "quarantine", "interactions", "users"} <= tables
+        assert con.execute("SELECT count(*) FROM runs WHERE is_current").fetchone() == (1,)
+        assert {"served_requests", "served_impressions"} <= tables
+        assert con.execute("SELECT count(*) FROM analyst.recommendations").fetchone() == (
+            con.execute("SELECT count(*) FROM recommendations").fetchone())
+        with pytest.raises(duckdb.Error):
+            con.execute("CREATE TABLE evil AS SELECT 1")
+        with pytest.raises(duckdb.Error):
+            con.execute("SELECT * FROM read_csv('/etc/passwd')")
+        with pytest.raises(duckdb.Error):
+            con.execute("SET enable_external_access = true")
+    finally:
+        con.close()
+
+
+def test_sql_command_formats(pipeline_artifacts: Path) -> None:
+    base = [sys.executable, "-m", "shared.cli", "sql", "--artifacts", str(pipeline_artifacts)]
+    # The default connection is the analysts' file: pseudonymous user_key, no user_id.
+    out = subprocess.run([*base, "--format", "csv", "SELECT rank, item_id FROM recommendations "
+                          "ORDER BY user_key, rank LIMIT 2"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "rank,item_id" and lines[1].startswith("1,")
+    bad = subprocess.run([*base, "DROP TABLE items"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "read-only" in bad.stderr.lower()
+    raw = subprocess.run([*base, "SELECT user_id FROM recommendations"], capture_output=True,
+                         text=True, timeout=60)
+    assert raw.returncode == 2 and "user_id" in raw.stderr
+    restricted = subprocess.run([*base, "--restricted", "--format", "csv",
+                                 "SELECT count(DISTINCT user_id) FROM recommendations"],
+                                capture_output=True, text=True, timeout=60)
+    assert restricted.returncode == 0 and int(restricted.stdout.splitlines()[1]) > 0
+    trend = subprocess.run([*base, "--format", "csv", "--query", "metric_trend"],
+                           capture_output=True, text=True, timeout=60)
+    assert trend.returncode == 0 and len(trend.stdout.splitlines()) == 2, trend.stderr

@@ -1,0 +1,60 @@
+"""Bundle pointer and checksum verification."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.bundle import (
+    REQUIRED_FILES,
+    BundleManifest,
+    IndexInfo,
+    checksum_tree,
+    read_current,
+    verify_bundle,
+    write_current,
+)
+from shared.errors import BundleError
+
+
+def _bundle(tmp_path: Path) -> Path:
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    for name in REQUIRED_FILES:
+        (run / name).write_bytes(name.encode())
+    manifest = BundleManifest(
+        run_id="r1", run_date="2026-01-01", created_at="now", code_version="t",
+        config_fingerprint="x", data_window={}, row_counts={}, metrics={},
+        index=IndexInfo(kind="flat", dim=2, n_items=1, built_on="cpu", recall_at_100=1.0,
+                        build_seconds=0.0),
+        files=checksum_tree(run),
+    )  # fmt: skip
+    (run / "manifest.json").write_text(manifest.model_dump_json())
+    return run
+
+
+def test_current_pointer_is_replaced_atomically(tmp_path: Path) -> None:
+    assert read_current(tmp_path) is None
+    write_current(tmp_path, "a")
+    write_current(tmp_path, "b")
+    assert read_current(tmp_path) == "b"
+    assert [p.name for p in tmp_path.iterdir()] == ["CURRENT"]  # no temp files left behind
+
+
+def test_verify_accepts_intact_and_refuses_tampered(tmp_path: Path) -> None:
+    run = _bundle(tmp_path)
+    assert verify_bundle(run).run_id == "r1"
+    (run / "index.faiss").write_bytes(b"corrupt")
+    with pytest.raises(BundleError, match="checksum mismatch for index.faiss"):
+        verify_bundle(run)
+
+
+def test_verify_refuses_missing_file_and_manifest(tmp_path: Path) -> None:
+    run = _bundle(tmp_path)
+    (run / "items.parquet").unlink()
+    with pytest.raises(BundleError, match="missing"):
+        verify_bundle(run)
+    (run / "manifest.json").unlink()
+    with pytest.raises(BundleError, match="no manifest.json"):
+        verify_bundle(run)

@@ -1,0 +1,122 @@
+"""The request log writer rotates files by size and age, never leaves partial files under a
+name the warehouse reads, and its files load into served_requests / served_impressions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from batch.pipeline.warehouse_build import WarehouseInputs, build
+from shared.request_log import SCHEMA, RequestLogWriter, ServedRequest, part_files
+from shared.warehouse import analyst_warehouse_path, connect_analyst, warehouse_path
+from tests.warehouse.conftest import KEY, inputs
+
+
+def record(n: int, day: int = 21, reason: str | None = None) -> ServedRequest:
+    return ServedRequest(
+        request_id=f"r{n}", ts=dt.datetime(2026, 2, day, 12, 0, n % 60, tzinfo=dt.UTC),
+        user_id=f"u{n % 3}", bundle="run-1", served_by="precomputed" if reason else "rerank",
+        fallback_reason=reason, items=[(f"m{j}", j + 1, 1.0 - j / 10) for j in range(3)],
+        latency_ms=5.0 + n,
+    )  # fmt: skip
+
+
+def test_rotates_by_rows_and_splits_days(tmp_path: Path) -> None:
+    with RequestLogWriter(tmp_path, rotate_rows=10, rotate_seconds=3600) as writer:
+        for n in range(25):
+            writer.log(record(n))
+        writer.log(record(99, day=22))
+    files = part_files(tmp_path)
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 26
+    assert len(files) >= 3  # 25 rows at 10 per file, plus the other day's file
+    assert {f.parent.name for f in files} == {"date=2026-02-21", "date=2026-02-22"}
+    assert all(pq.read_schema(f).equals(SCHEMA) for f in files)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert writer.dropped == 0 and writer.files_written == len(files)
+
+
+def test_rotates_by_age_without_close(tmp_path: Path) -> None:
+    writer = RequestLogWriter(tmp_path, rotate_rows=1000, rotate_seconds=0.2)
+    try:
+        writer.log(record(1))
+        deadline = time.monotonic() + 5
+        while not part_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(part_files(tmp_path)) == 1
+    finally:
+        writer.close()
+
+
+def test_log_is_cheap_and_bounded(tmp_path: Path) -> None:
+    writer = RequestLogWriter(tmp_path, rotate_rows=10**6, rotate_seconds=3600,
+                              max_buffer_rows=100)  # fmt: skip
+    started = time.perf_counter()
+    for n in range(150):
+        writer.log(record(n))
+    per_call = (time.perf_counter() - started) / 150
+    writer.close()
+    assert writer.dropped == 50
+    assert per_call < 0.001  # no I/O on the request path
+    writer.log(record(1))  # after close: dropped, not raised
+    assert writer.dropped == 51
+
+
+def test_log_files_load_into_the_warehouse(tmp_path: Path) -> None:
+    log_root = tmp_path / "served_log"
+    with RequestLogWriter(log_root, rotate_rows=4) as writer:
+        for n in range(10):
+            writer.log(record(n, reason="timeout" if n % 5 == 0 else None))
+    base = inputs(tmp_path / "unused")
+    art = tmp_path / "art"
+    art.mkdir()
+    fresh = WarehouseInputs(**{**base.__dict__, "served": part_files(log_root)})
+    build(fresh, warehouse_path(art), analyst_warehouse_path(art), KEY)
+    con = connect_analyst(art)
+    try:
+        assert con.execute("SELECT count(*), sum(is_fallback::INT), sum(n_items) "
+                           "FROM served_requests").fetchone() == (10, 2, 30)  # fmt: skip
+        assert con.execute("SELECT count(*), min(rank), max(rank) FROM served_impressions"
+                           ).fetchone() == (30, 1, 3)  # fmt: skip
+    finally:
+        con.close()
+
+
+def test_no_served_log_gives_empty_tables(tmp_path: Path) -> None:
+    base = inputs(tmp_path / "unused")
+    fresh = WarehouseInputs(**{**base.__dict__, "served": None})
+    build(fresh, warehouse_path(tmp_path), analyst_warehouse_path(tmp_path), KEY)
+    con = connect_analyst(tmp_path)
+    try:
+        assert con.execute("SELECT count(*) FROM served_requests").fetchone() == (0,)
+        cols = [r[0] for r in con.execute("DESCRIBE served_impressions").fetchall()]
+        assert cols[:3] == ["request_id", "ts", "user_key"] and "item_id" in cols
+    finally:
+        con.close()
+
+
+def test_shared_warehouse_modules_import_no_server_or_batch_code() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shared.request_log, shared.privacy, shared.warehouse, "
+        "shared.canned_queries, shared.warehouse_cli; print(','.join(m for m in "
+        "('flask', 'pyspark', 'torch', 'batch', 'online', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)  # fmt: skip
+    assert out.stdout.strip() == ""
+
+
+def test_prune_keeps_recent_days_relative_to_the_newest(tmp_path: Path) -> None:
+    from shared.request_log import prune
+
+    with RequestLogWriter(tmp_path) as writer:
+        for day in (1, 10, 20, 21):
+            writer.log(record(day, day=day))
+    assert prune(tmp_path, retention_days=11) == ["2026-02-01"]  # 02-10 is 11 days old: kept
+    assert sorted(p.parent.name for p in part_files(tmp_path)) == [
+        "date=2026-02-10", "date=2026-02-20", "date=2026-02-21"]  # fmt: skip
