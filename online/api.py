@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import Any, TypeVar
 
 from flask import Blueprint, g, request
@@ -15,6 +17,7 @@ from online.schemas import (
     SimilarQuery,
 )
 from online.service import get_service, require_bundle, took_ms
+from shared.request_log import ServedRequest
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -40,6 +43,29 @@ def _answer(user_id: str, answer: Answer, bundle: str) -> dict[str, Any]:
     }
 
 
+def _log_served(user_id: str, answer: Answer, bundle: str, took: float, endpoint: str) -> str:
+    """Hand the answer to the request log (a buffer append; files are written off-thread)."""
+    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    writer = get_service().request_log
+    if writer is not None:
+        shown = [(it["item_id"], rank, float(it["score"])) for rank, it in
+                 enumerate(answer.items, start=1)]  # fmt: skip
+        writer.log(
+            ServedRequest(
+                request_id=request_id,
+                ts=dt.datetime.now(dt.UTC),
+                user_id=user_id or None,
+                bundle=bundle,
+                served_by=answer.served_by,
+                fallback_reason=answer.fallback_reason,
+                items=shown,
+                latency_ms=took,
+                endpoint=endpoint,
+            )
+        )
+    return request_id
+
+
 @bp.post("/recommendations")
 def recommendations() -> dict[str, Any]:
     body = _parse(RecommendationRequest)
@@ -53,7 +79,12 @@ def recommendations() -> dict[str, Any]:
         exclude_item_ids=body.exclude_item_ids,
     )
     answer = get_service().recommender.recommend(bundle, query, started=g.t0)
-    return _answer(body.user_id, answer, bundle.run_id) | {"took_ms": took_ms()}
+    took = took_ms()
+    request_id = _log_served(body.user_id, answer, bundle.run_id, took, "recommend")
+    return _answer(body.user_id, answer, bundle.run_id) | {
+        "took_ms": took,
+        "request_id": request_id,
+    }
 
 
 @bp.post("/rerank")
@@ -68,8 +99,14 @@ def rerank() -> dict[str, Any]:
         device=body.context.device,
     )
     answer = get_service().recommender.rerank(bundle, query, body.candidate_item_ids, started=g.t0)
+    took = took_ms()
+    request_id = _log_served(body.user_id, answer, bundle.run_id, took, "rerank")
     out = _answer(body.user_id, answer, bundle.run_id)
-    return out | {"unknown_item_ids": answer.unknown_item_ids, "took_ms": took_ms()}
+    return out | {
+        "unknown_item_ids": answer.unknown_item_ids,
+        "took_ms": took,
+        "request_id": request_id,
+    }
 
 
 @bp.get("/items/<item_id>/similar")

@@ -19,6 +19,7 @@ from online.bundle_store import BundleStore
 from online.config import ServiceConfig
 from online.recommend import Recommender
 from online.service import EXTENSION, Service
+from shared.request_log import RequestLogWriter, log_dir
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,14 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=config.max_content_length, JSON_SORT_KEYS=False)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    service = Service(config, BundleStore(config), Recommender(config))
+    request_log = (
+        RequestLogWriter(
+            log_dir(config.artifacts), rotate_seconds=config.request_log_rotate_seconds
+        )
+        if config.request_log
+        else None
+    )
+    service = Service(config, BundleStore(config), Recommender(config), request_log)
     app.extensions[EXTENSION] = service
 
     for module in (api, health, admin, metrics, openapi, ui):

@@ -40,6 +40,9 @@ class ServiceConfig(BaseModel):
     runtime_dir: Path | None = None
     # Deterministic switch for tests and drills: every budgeted stage is skipped.
     force_fallback: bool = False
+    # The served-request log the nightly run loads into the warehouse (docs/warehouse.md).
+    request_log: bool = Field(True, description="write ART/served_log Parquet files")
+    request_log_rotate_seconds: float = Field(60.0, gt=0.0, description="max age of a log file")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:

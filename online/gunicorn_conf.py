@@ -72,6 +72,13 @@ def post_worker_init(worker: Any) -> None:
         service.store.ensure_started()
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    """Flush this worker's buffered request log before it goes."""
+    service = getattr(worker.wsgi, "extensions", {}).get("recsys")
+    if service is not None and service.request_log is not None:
+        service.request_log.close()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 

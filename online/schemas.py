@@ -58,6 +58,9 @@ class RecommendationResponse(BaseModel):
         None, description="why the answer left the rerank path (';'-joined when several)"
     )
     took_ms: float
+    request_id: str = Field(
+        description="X-Request-Id if sent, else generated; the key of the served-request log"
+    )
 
 
 class RerankResponse(RecommendationResponse):

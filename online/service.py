@@ -12,6 +12,7 @@ from online.bundle_store import BundleStore
 from online.config import ServiceConfig
 from online.errors import ApiError
 from online.recommend import Recommender
+from shared.request_log import RequestLogWriter
 
 EXTENSION = "recsys"
 
@@ -21,6 +22,8 @@ class Service:
     config: ServiceConfig
     store: BundleStore
     recommender: Recommender
+    # One writer per worker, built after the fork (its thread would not survive one).
+    request_log: RequestLogWriter | None = None
 
 
 def get_service() -> Service:

@@ -85,10 +85,15 @@ def rollback_cmd(artifacts: ArtOpt,
 @batch_app.command("prune")
 def prune_cmd(artifacts: ArtOpt,
               keep: Annotated[int, typer.Option(help="published runs to keep")] = 5,
-              work_retention_days: Annotated[int, typer.Option(help="delete work/<date> older than this")] = 14) -> None:
-    """Delete old runs (never CURRENT) and old per-date work directories."""
+              work_retention_days: Annotated[int, typer.Option(help="delete work/<date> older than this")] = 14,
+              served_log_retention_days: Annotated[int, typer.Option(help="delete served_log/date=... older than this")] = 90) -> None:
+    """Delete old runs (never CURRENT), old per-date work directories and old served-request logs."""
     from batch.pipeline.publish import prune_runs, prune_work
+    from shared.request_log import log_dir
+    from shared.request_log import prune as prune_served_log
 
     removed = prune_runs(artifacts.resolve(), keep)
     removed_work = prune_work(artifacts.resolve(), work_retention_days)
-    typer.echo(f"removed runs: {removed}; removed work dirs: {removed_work}")
+    removed_logs = prune_served_log(log_dir(artifacts.resolve()), served_log_retention_days)
+    typer.echo(f"removed runs: {removed}; removed work dirs: {removed_work}; "
+               f"removed served-log days: {removed_logs}")

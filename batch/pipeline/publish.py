@@ -26,6 +26,7 @@ from shared.bundle import (
     write_current,
 )
 from shared.errors import BundleError
+from shared.privacy import load_key
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ def stage_publish(ctx: RunContext) -> dict[str, object]:
     gate = read_json(ctx.stage_dir("gate") / "decision.json")
     if not gate.get("passed"):
         raise BundleError(f"run {run_id} did not pass the quality gate: {gate.get('reasons')}")
+    # The warehouse rebuilt after the switch needs the pseudonymisation key: fail now, while
+    # the previous run still serves, rather than publish a bundle analysts cannot query.
+    load_key(ctx.artifacts)
     runs = ctx.artifacts / RUNS_DIR
     staging = runs / f".staging-{run_id}"
     shutil.rmtree(staging, ignore_errors=True)
