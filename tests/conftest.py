@@ -4,12 +4,16 @@ data set, and artifacts published by the real pipeline on it."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# py4j logs from __del__ at interpreter exit, after pytest closed the streams.
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 REPO = Path(__file__).resolve().parents[1]
 ML_LATEST_SMALL = REPO.parent / "shared" / "datasets" / "ml-latest-small"

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from shared.bundle import current_bundle, write_current
+from shared.request_log import log_dir, part_files
 from tests.e2e.conftest import publish_clone
 from tests.online.bundle_factory import corrupt
 
@@ -40,6 +41,7 @@ def server(service_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) ->
     log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env["RECSYS_REQUEST_LOG_ROTATE_SECONDS"] = "2"
     proc = subprocess.Popen(
         [
             str(RECSYS),
@@ -217,3 +219,36 @@ def test_corrupt_bundle_is_refused_while_the_old_serves(
     metrics = requests.get(f"{server}/metrics", timeout=5).text
     assert 'recsys_bundle_reloads_total{result="refused"}' in metrics
     write_current(service_artifacts, serving)  # leave the artifacts as we found them
+
+
+def test_served_requests_reach_the_request_log(
+    server: str, service_artifacts: Path, ids: dict[str, str]
+) -> None:
+    """Each answer is logged with its request id; files appear once the buffer rotates."""
+    sent = {}
+    for n, user in enumerate([ids["user"], "nobody-known"]):
+        request_id = f"e2e-log-{n}"
+        resp = requests.post(
+            f"{server}/v1/recommendations",
+            json={"user_id": user, "k": 3},
+            headers={"X-Request-Id": request_id},
+            timeout=10,
+        )
+        assert resp.status_code == 200 and resp.json()["request_id"] == request_id
+        sent[request_id] = resp.json()
+    found: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 15  # the server rotates files every 2 s (fixture flag)
+    while time.monotonic() < deadline and set(found) != set(sent):
+        for path in part_files(log_dir(service_artifacts)):
+            for row in pq.read_table(path).to_pylist():
+                if row["request_id"] in sent:
+                    found[row["request_id"]] = row
+        time.sleep(0.5)
+    assert set(found) == set(sent)
+    for request_id, answer in sent.items():
+        row = found[request_id]
+        assert row["served_by"] == answer["served_by"]
+        assert row["bundle"] == answer["bundle"]
+        assert [i["item_id"] for i in row["items"]] == [i["item_id"] for i in answer["items"]]
+        assert [i["rank"] for i in row["items"]] == list(range(1, len(answer["items"]) + 1))
+    assert found["e2e-log-1"]["fallback_reason"]  # an unknown user is a logged fallback
