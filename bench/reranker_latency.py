@@ -27,6 +27,29 @@ from shared.features import N_FEATURES  # noqa: E402
 SIZES = (100, 500, 1000)
 
 
+def op_profile(model: Path, x: np.ndarray, runs: int = 300) -> dict[str, float]:
+    """Mean microseconds per request spent in each ONNX op type (ORT's own profiler), to
+    see where the time goes: matrix products, (de)quantization, or fixed per-op cost."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = f"/tmp/ort-profile-{model.stem}"
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for _ in range(runs):
+        session.run(None, {name: x})
+    trace = Path(session.end_profiling())
+    per_op: dict[str, float] = {}
+    for event in json.loads(trace.read_text()):
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            per_op[op] = per_op.get(op, 0.0) + event["dur"] / runs
+    trace.unlink()
+    return dict(sorted(per_op.items(), key=lambda kv: -kv[1]))
+
+
 def _time(fn, x: np.ndarray, runs: int, warmup: int = 50) -> dict[str, float]:  # type: ignore[no-untyped-def]
     for _ in range(warmup):
         fn(x)
@@ -74,8 +97,22 @@ def main() -> None:
         print(f"| {n} | " + " | ".join(cells) + " |")
     print("(median / p99 ms, one thread)")
     print(json.dumps({"model_bytes": sizes, "hidden": checkpoint["hidden"]}))
+    x500 = np.ascontiguousarray(rows[rng.choice(len(rows), 500, replace=False)], np.float32)
+    profiles = {
+        name: op_profile(stage / "ranker" / name, x500)
+        for name in ("model.fp32.onnx", "model.int8-dynamic.onnx")
+    }
+    print("ONNX Runtime time per op type at 500 candidates, µs per request:")
+    for name, per_op in profiles.items():
+        cells = ", ".join(f"{op} {us:.1f}" for op, us in per_op.items())
+        print(f"  {name}: total {sum(per_op.values()):.1f} = {cells}")
     if args.out:
-        args.out.write_text(json.dumps({"latency": results, "model_bytes": sizes}, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {"latency": results, "model_bytes": sizes, "op_profile_500_us": profiles},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

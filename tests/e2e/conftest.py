@@ -26,7 +26,7 @@ def _source_bundle(request: pytest.FixtureRequest, tmp: Path) -> Path:
         except pytest.FixtureLookupError:
             pass
     artifacts = tmp / "factory"
-    build_bundle(artifacts, "run-a", n_users=200, n_items=2000, dim=32)
+    build_bundle(artifacts, "run-a", n_users=200, n_items=2000, dim=32, with_ranker=True)
     return current_bundle(artifacts)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from shared.bundle import current_bundle, write_current
+from shared.bundle import current_bundle, run_dir, write_current
 from shared.request_log import log_dir, part_files
 from tests.e2e.conftest import publish_clone
 from tests.online.bundle_factory import corrupt
@@ -35,19 +37,21 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(service_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextlib.contextmanager
+def running_server(artifacts: Path, log_path: Path, **env_overrides: str) -> Iterator[str]:
+    """`recsys serve` (2 gunicorn workers) on a free loopback port until the block ends."""
     port = _free_port()
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w+")
+    log = log_path.open("w+")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env["RECSYS_REQUEST_LOG_ROTATE_SECONDS"] = "2"
+    env.update(env_overrides)
     proc = subprocess.Popen(
         [
             str(RECSYS),
             "serve",
             "--artifacts",
-            str(service_artifacts),
+            str(artifacts),
             "--port",
             str(port),
             "--workers",
@@ -82,6 +86,13 @@ def server(service_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) ->
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(service_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(service_artifacts, log) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +263,36 @@ def test_served_requests_reach_the_request_log(
         assert [i["item_id"] for i in row["items"]] == [i["item_id"] for i in answer["items"]]
         assert [i["rank"] for i in row["items"]] == list(range(1, len(answer["items"]) + 1))
     assert found["e2e-log-1"]["fallback_reason"]  # an unknown user is a logged fallback
+
+
+def test_over_budget_rerank_falls_back_to_the_precomputed_list(
+    service_artifacts: Path, ids: dict[str, str], tmp_path: Path
+) -> None:
+    """A budget no stage fits in (config, not a mock): the nightly list answers."""
+    with running_server(service_artifacts, tmp_path / "log", RECSYS_BUDGET_MS="0") as base:
+        data = _recommend(base, {"user_id": ids["user"], "k": 10}).json()
+    assert data["served_by"] == "precomputed" and len(data["items"]) == 10
+    assert "budget_exceeded" in data["fallback_reason"]
+
+
+def test_missing_model_file_serves_without_the_ranker(
+    service_artifacts: Path, ids: dict[str, str], tmp_path: Path
+) -> None:
+    """A bundle whose model file is gone: with checksums on it is refused (nothing ready);
+    with them off (an operator's override) it serves, scored by the ALS dot product."""
+    source = current_bundle(service_artifacts)
+    artifacts = tmp_path / "art"
+    target = run_dir(artifacts, source.name)
+    shutil.copytree(source, target)
+    write_current(artifacts, source.name)
+    models = list((target / "ranker").glob("model.*.onnx"))
+    assert models, "the e2e bundle should carry an ONNX ranker"
+    for model in models:
+        model.unlink()
+    with running_server(artifacts, tmp_path / "log", RECSYS_VERIFY_CHECKSUMS="false") as base:
+        data = _recommend(base, {"user_id": ids["user"], "k": 10}).json()
+        ready = requests.get(f"{base}/readyz", timeout=5).json()
+        metrics = requests.get(f"{base}/metrics", timeout=5).text
+    assert data["served_by"] == "rerank" and len(data["items"]) == 10
+    assert data["scorer"] == "als-dot" and ready["scorer"] == "als-dot"
+    assert 'kind="ranker_unusable"' in metrics
