@@ -48,11 +48,13 @@ def histograms(port: int, metric: str, label: str) -> dict[str, dict[float, floa
 
 
 def counters(port: int) -> dict[str, float]:
-    """served_by and fallback-reason counters, keyed by their label text."""
+    """served_by, fallback-reason and cache-lookup counters, keyed by their label text."""
     text = get(port, "/metrics")[1].decode()
     out: dict[str, float] = {}
     for name, labels, value in re.findall(
-        r"(recsys_served_total|recsys_fallback_total)\{([^}]*)\} ([\d.e+]+)", text
+        r"(recsys_served_total|recsys_fallback_total|recsys_cache_requests_total)"
+        r"\{([^}]*)\} ([\d.e+]+)",
+        text,
     ):
         out[f"{name.removeprefix('recsys_').removesuffix('_total')} {labels}"] = float(value)
     return out

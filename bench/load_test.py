@@ -214,6 +214,13 @@ def main() -> None:
     picked = rng.choice(known, size=min(2000, len(known)), replace=False)
     full = [json.dumps({"user_id": u, "k": 20}).encode() for u in picked]
     cold = [json.dumps({"user_id": f"bench-unknown-{i}", "k": 20}).encode() for i in range(500)]
+    # The same work as `full`, but a context never seen before (a unique device string), so
+    # the per-user scored-candidates cache misses on every request: the uncached full path.
+    uncached = [
+        json.dumps({"user_id": str(picked[i % len(picked)]), "k": 20,
+                    "context": {"device": f"bench-{i}"}}).encode()
+        for i in range(20_000)
+    ]  # fmt: skip
 
     port = _free_port()
     load_before = os.getloadavg()
@@ -232,6 +239,7 @@ def main() -> None:
         phases = {
             "trivial GET /v1/ping": ("GET", "/v1/ping", []),
             "full path /v1/recommendations": ("POST", "/v1/recommendations", full),
+            "full path, scored cache missed": ("POST", "/v1/recommendations", uncached),
             "fallback (unknown user -> popular)": ("POST", "/v1/recommendations", cold),
         }
         fixed: dict[str, dict[str, Any]] = {}

@@ -186,10 +186,10 @@ def load_bundle(path: Path, verify_checksums: bool = True) -> LoadedBundle:
     items = _load_items(path / "items.parquet")
     users = _load_users(path / "users.parquet")
     try:
-        item_factors = np.load(path / "item_factors.npy", mmap_mode="r")
-        user_factors = np.load(path / "user_factors.npy", mmap_mode="r")
-        seen_indptr = np.load(path / "seen_indptr.npy", mmap_mode="r")
-        seen_indices = np.load(path / "seen_indices.npy", mmap_mode="r")
+        item_factors = np.asarray(np.load(path / "item_factors.npy", mmap_mode="r"))
+        user_factors = np.asarray(np.load(path / "user_factors.npy", mmap_mode="r"))
+        seen_indptr = np.asarray(np.load(path / "seen_indptr.npy", mmap_mode="r"))
+        seen_indices = np.asarray(np.load(path / "seen_indices.npy", mmap_mode="r"))
         index = faiss.read_index(str(path / "index.faiss"))
     except (OSError, ValueError, RuntimeError) as exc:
         raise BundleError(f"bundle {manifest.run_id}: unreadable array or index ({exc})") from exc

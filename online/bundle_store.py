@@ -127,6 +127,9 @@ class BundleStore:
         bundle.caches = {
             "ann_user": LRUCache("ann_user", size),
             "ann_item": LRUCache("ann_item", size),
+            # A user's re-ranked candidates for one request context: everything before the
+            # rules is a pure function of (bundle, user, recent items, region, device).
+            "scored": LRUCache("scored", self.config.scored_cache_size),
         }
         smoke_query(bundle)
         return bundle

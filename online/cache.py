@@ -27,6 +27,31 @@ class LRUCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._data)
 
+    def get(self, key: Hashable) -> V | None:
+        """The cached value (counted as a hit) or None (a miss)."""
+        from online import metrics
+
+        if self.maxsize <= 0:
+            return None
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+                self.hits += 1
+            else:
+                self.misses += 1
+        metrics.CACHE_REQUESTS.labels(self.name, "hit" if value is not None else "miss").inc()
+        return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        if self.maxsize <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
         """Return the cached value or compute, store and return it (computed outside the lock)."""
         from online import metrics

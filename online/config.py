@@ -34,6 +34,9 @@ class ServiceConfig(BaseModel):
     max_recent_items: int = Field(50, ge=1, le=1000)
     max_candidates: int = Field(1000, ge=1, le=10_000)
     cache_size: int = Field(50_000, ge=0, description="entries per LRU cache (0 disables)")
+    scored_cache_size: int = Field(
+        10_000, ge=0, description="users' re-ranked candidate sets kept (~3 KB each; 0 disables)"
+    )
     max_content_length: int = Field(256 * 1024, ge=1024, description="request body bytes")
     log_level: str = "INFO"
     # Shared by the workers of one server: an admin reload in one tells the others.

@@ -113,8 +113,12 @@ class Recommender:
             r = self._resolve(bundle, q)
         reasons: list[str] = []
         outcome: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        scored_cache = bundle.caches.get("scored")
+        key = (r.user_idx, r.recent.tobytes(), r.region, q.device)
         if r.vector is None:
             reasons.append("unknown_user")
+        elif scored_cache is not None and (hit := scored_cache.get(key)) is not None:
+            outcome = hit  # same bundle, user and context: the same candidates and scores
         elif not budget.allows("candidates"):
             reasons.append("budget_exceeded:candidates")
         else:
@@ -134,6 +138,8 @@ class Recommender:
                 reasons.append(scored)
             else:
                 outcome = (items, scored, masks)
+                if scored_cache is not None:
+                    scored_cache.put(key, outcome)
         served_by, scorer = "rerank", bundle.scorer.name
         if outcome is None:
             scorer = None

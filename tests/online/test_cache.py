@@ -29,12 +29,28 @@ def test_disabled_cache_always_computes() -> None:
 
 
 def test_repeat_requests_hit_and_metrics_show_the_ratio(client: FlaskClient) -> None:
-    cache = client.application.extensions["recsys"].store.current.caches["ann_user"]
-    hits, misses = cache.hits, cache.misses
-    for _ in range(4):
-        recommend(client, user_id="u5", k=5)
-    assert (cache.hits - hits, cache.misses - misses) == (3, 1)
+    caches = client.application.extensions["recsys"].store.current.caches
+    scored, ann = caches["scored"], caches["ann_user"]
+    before = (scored.hits, scored.misses, ann.hits, ann.misses)
+    answers = [recommend(client, user_id="u5", k=5) for _ in range(4)]
+    after = (scored.hits, scored.misses, ann.hits, ann.misses)
+    # The first request computes (one ANN search), the next three reuse its scored candidates.
+    assert tuple(a - b for a, b in zip(after, before, strict=True)) == (3, 1, 0, 1)
+    assert all(a["items"] == answers[0]["items"] for a in answers)
+    assert all(a["served_by"] == "rerank" for a in answers)
     text = client.get("/metrics").data.decode()
-    match = re.search(r'recsys_cache_hit_ratio\{cache="ann_user"\} ([0-9.]+)', text)
+    match = re.search(r'recsys_cache_hit_ratio\{cache="scored"\} ([0-9.]+)', text)
     assert match and 0.0 < float(match.group(1)) <= 1.0
     assert "recsys_stage_seconds_bucket" in text and 'stage="rerank"' in text
+
+
+def test_scored_cache_keys_on_context_and_rules_still_apply(client: FlaskClient) -> None:
+    scored = client.application.extensions["recsys"].store.current.caches["scored"]
+    first = recommend(client, user_id="u6", k=5)
+    misses = scored.misses
+    recommend(client, user_id="u6", k=5, context={"recent_item_ids": ["m3"]})
+    assert scored.misses == misses + 1  # other recent items: other candidates, other scores
+    top = first["items"][0]["item_id"]
+    again = recommend(client, user_id="u6", k=5, exclude_item_ids=[top])
+    assert top not in {i["item_id"] for i in again["items"]}  # exclusions are per request
+    assert len(again["items"]) == 5
