@@ -7,8 +7,21 @@ region, then pick the top k with a diversity cap so one genre cannot fill the ro
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
+
+# Per-thread scratch flags over the catalogue: marking the blocked items, reading the
+# candidates and unmarking costs O(blocked + candidates), ~10x less than np.isin's sort.
+_scratch = threading.local()
+
+
+def _flags(size: int) -> np.ndarray:
+    flags: np.ndarray | None = getattr(_scratch, "flags", None)
+    if flags is None or len(flags) < size:
+        flags = np.zeros(size, dtype=bool)
+        _scratch.flags = flags
+    return flags
 
 
 def genre_cap(k: int) -> int:
@@ -18,11 +31,13 @@ def genre_cap(k: int) -> int:
 
 def allowed(items: np.ndarray, blocked: np.ndarray, region_mask: np.ndarray | None) -> np.ndarray:
     """Boolean mask over items: not blocked and available in the region (None: anywhere)."""
-    keep = (
-        ~np.isin(items, blocked, assume_unique=False)
-        if len(blocked)
-        else np.ones(len(items), dtype=bool)
-    )
+    if len(blocked) and len(items):
+        flags = _flags(int(max(items.max(), blocked.max())) + 1)
+        flags[blocked] = True
+        keep = ~flags[items]
+        flags[blocked] = False  # leave the scratch clean for the next request
+    else:
+        keep = np.ones(len(items), dtype=bool)
     if region_mask is not None:
         keep &= region_mask[items]
     return keep

@@ -70,3 +70,17 @@ def test_select_never_breaks_a_rule(genres: list[int], k: int, seed: int) -> Non
     assert region[chosen].all()
     counts = np.bincount(np.asarray(genres)[chosen], minlength=4)
     assert counts.max(initial=0) <= math.ceil(k / 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 300), max_size=60),
+    st.lists(st.integers(0, 300), max_size=60),
+)
+def test_allowed_matches_isin_and_leaves_no_trace(items: list[int], blocked: list[int]) -> None:
+    """The scratch-flag implementation agrees with np.isin, call after call (the scratch
+    is reset, so one request's blocked items never leak into the next)."""
+    item_arr, blocked_arr = np.asarray(items, np.int32), np.asarray(blocked, np.int32)
+    expected = ~np.isin(item_arr, blocked_arr)
+    assert allowed(item_arr, blocked_arr, None).tolist() == expected.tolist()
+    assert allowed(item_arr, np.empty(0, np.int32), None).all()
