@@ -102,7 +102,7 @@ def sql(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     if format is OutputFormat.csv:
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # shell-friendly, no \r
         writer.writerow(columns)
         writer.writerows(rows)
     elif format is OutputFormat.json:

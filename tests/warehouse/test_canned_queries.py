@@ -154,6 +154,13 @@ def test_cli_runs_and_lists_canned_queries(warehouse_art: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["item_id,title,interactions,users", "m2,Title m2,4,3"]
+    raw = subprocess.run(
+        [*base, "--artifacts", str(warehouse_art), "--format", "csv",
+         "SELECT item_id FROM items ORDER BY item_id LIMIT 1"],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    # Shell scripts do `| tail -1`: a csv-module "\r\n" would end up inside their variables.
+    assert raw.returncode == 0 and raw.stdout == b"item_id\nm1\n"
     bad = subprocess.run([*base, "--artifacts", str(warehouse_art), "--query", "top_titles"],
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "required" in bad.stderr
