@@ -66,47 +66,42 @@ def _log_served(user_id: str, answer: Answer, bundle: str, took: float, endpoint
     return request_id
 
 
-@bp.post("/recommendations")
-def recommendations() -> dict[str, Any]:
-    body = _parse(RecommendationRequest)
-    bundle = require_bundle()
-    query = Query(
+def _query(body: RecommendationRequest | RerankRequest, exclude: list[str]) -> Query:
+    return Query(
         user_id=body.user_id,
         k=body.k,
         region=body.context.region,
         recent_item_ids=body.context.recent_item_ids,
         device=body.context.device,
-        exclude_item_ids=body.exclude_item_ids,
+        exclude_item_ids=exclude,
     )
-    answer = get_service().recommender.recommend(bundle, query, started=g.t0)
+
+
+def _respond(user_id: str, answer: Answer, bundle: str, endpoint: str) -> dict[str, Any]:
+    """The answer as JSON, after handing it to the served-request log."""
     took = took_ms()
-    request_id = _log_served(body.user_id, answer, bundle.run_id, took, "recommend")
-    return _answer(body.user_id, answer, bundle.run_id) | {
-        "took_ms": took,
-        "request_id": request_id,
-    }
+    request_id = _log_served(user_id, answer, bundle, took, endpoint)
+    return _answer(user_id, answer, bundle) | {"took_ms": took, "request_id": request_id}
+
+
+@bp.post("/recommendations")
+def recommendations() -> dict[str, Any]:
+    body = _parse(RecommendationRequest)
+    bundle = require_bundle()
+    query = _query(body, body.exclude_item_ids)
+    answer = get_service().recommender.recommend(bundle, query, started=g.t0)
+    return _respond(body.user_id, answer, bundle.run_id, "recommend")
 
 
 @bp.post("/rerank")
 def rerank() -> dict[str, Any]:
     body = _parse(RerankRequest)
     bundle = require_bundle()
-    query = Query(
-        user_id=body.user_id,
-        k=body.k,
-        region=body.context.region,
-        recent_item_ids=body.context.recent_item_ids,
-        device=body.context.device,
+    answer = get_service().recommender.rerank(
+        bundle, _query(body, []), body.candidate_item_ids, started=g.t0
     )
-    answer = get_service().recommender.rerank(bundle, query, body.candidate_item_ids, started=g.t0)
-    took = took_ms()
-    request_id = _log_served(body.user_id, answer, bundle.run_id, took, "rerank")
-    out = _answer(body.user_id, answer, bundle.run_id)
-    return out | {
-        "unknown_item_ids": answer.unknown_item_ids,
-        "took_ms": took,
-        "request_id": request_id,
-    }
+    out = _respond(body.user_id, answer, bundle.run_id, "rerank")
+    return out | {"unknown_item_ids": answer.unknown_item_ids}
 
 
 @bp.get("/items/<item_id>/similar")
