@@ -1,7 +1,7 @@
 """Artifacts for the service e2e tests.
 
 `service_artifacts` is a private artifact directory holding one published bundle: a copy of
-the lead's `pipeline_artifacts` (a real Spark-built bundle) when that fixture exists, else a
+the `pipeline_artifacts` fixture's bundle (a real Spark-built one) when that fixture exists, else a
 synthetic one from tests/online/bundle_factory (also with SERVICE_E2E_SYNTHETIC=1). Tests
 publish new runs into it freely.
 """
