@@ -28,18 +28,18 @@ class LRUCache(Generic[V]):
         return len(self._data)
 
     def get(self, key: Hashable) -> V | None:
-        """The cached value (counted as a hit) or None (a miss)."""
+        """The cached value (counted as a hit) or None (a miss; always, when disabled)."""
         from online import metrics
 
-        if self.maxsize <= 0:
-            return None
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-                self.hits += 1
-            else:
-                self.misses += 1
+        value = None
+        if self.maxsize > 0:
+            with self._lock:
+                value = self._data.get(key)
+                if value is not None:
+                    self._data.move_to_end(key)
+                    self.hits += 1
+                else:
+                    self.misses += 1
         metrics.CACHE_REQUESTS.labels(self.name, "hit" if value is not None else "miss").inc()
         return value
 
@@ -53,25 +53,12 @@ class LRUCache(Generic[V]):
                 self._data.popitem(last=False)
 
     def get_or_compute(self, key: Hashable, compute: Callable[[], V]) -> V:
-        """Return the cached value or compute, store and return it (computed outside the lock)."""
-        from online import metrics
-
-        if self.maxsize > 0:
-            with self._lock:
-                if key in self._data:
-                    self._data.move_to_end(key)
-                    self.hits += 1
-                    metrics.CACHE_REQUESTS.labels(self.name, "hit").inc()
-                    return self._data[key]
-                self.misses += 1
-        metrics.CACHE_REQUESTS.labels(self.name, "miss").inc()
-        value = compute()
-        if self.maxsize > 0:
-            with self._lock:
-                self._data[key] = value
-                self._data.move_to_end(key)
-                while len(self._data) > self.maxsize:
-                    self._data.popitem(last=False)
+        """Return the cached value or compute, store and return it (computed outside the lock).
+        Values are never None (None means "not cached")."""
+        value = self.get(key)
+        if value is None:
+            value = compute()
+            self.put(key, value)
         return value
 
     @property

@@ -41,8 +41,8 @@ for _ in $(seq 1 60); do
 done
 curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null || { echo "service did not become ready; see .demo/serve.log"; exit 1; }
 
-USER_ID=$("$BIN/recsys" sql --artifacts "$ART" --restricted --format csv "SELECT user_id FROM recommendations LIMIT 1" | tail -1 | tr -d "\r")
-ITEM_ID=$("$BIN/recsys" sql --artifacts "$ART" --format csv "SELECT item_id FROM popular WHERE rank = 1 LIMIT 1" | tail -1 | tr -d "\r")
+USER_ID=$("$BIN/recsys" sql --artifacts "$ART" --restricted --format csv "SELECT user_id FROM recommendations LIMIT 1" | tail -1)
+ITEM_ID=$("$BIN/recsys" sql --artifacts "$ART" --format csv "SELECT item_id FROM popular WHERE rank = 1 LIMIT 1" | tail -1)
 run() { printf '\n$ %s\n' "$*"; eval "$@"; echo; }
 step "example requests"
 run "curl -s -X POST http://127.0.0.1:$PORT/v1/recommendations -H 'Content-Type: application/json' -d '{\"user_id\": \"$USER_ID\", \"k\": 5}'"
