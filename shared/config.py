@@ -27,6 +27,10 @@ class SplitConfig(_Frozen):
     test_share: float = Field(0.25, gt=0.0, lt=1.0)
     cutoff: str | None = Field(None, description="ISO date, for protocol=cutoff")
     min_user_events: int = Field(2, ge=2, description="users with fewer events are train-only")
+    max_eval_users: int | None = Field(
+        50_000, ge=1,
+        description="held-out users evaluated (a deterministic sample); None: all of them",
+    )
     seed: int = 42
 
 
@@ -77,6 +81,11 @@ class RankerConfig(_Frozen):
     hidden: tuple[int, ...] = Field((128, 64), description="MLP hidden sizes; () = linear")
     negatives: int = Field(16, ge=1, description="sampled negatives per positive (listwise)")
     max_users: int = Field(20_000, ge=10, description="users in the training sample")
+    candidate_users: int = Field(
+        60_000, ge=10,
+        description="users of the ranker window given candidates (a deterministic sample); "
+        "the training sample is drawn from them",
+    )
     max_negatives_per_user: int = Field(300, ge=10, description="candidates kept per user")
     val_share: float = Field(0.2, gt=0.0, lt=1.0, description="users held out for stopping")
     max_epochs: int = Field(40, ge=1)

@@ -3,103 +3,85 @@
 Sources: ANN over user vectors (FAISS, loaded once per Spark task), item-item
 co-occurrence over recent histories, and decayed popularity per region (with a global
 list for users without one). Items the user has seen are excluded from every source.
-Output rows: (user_idx, item_idx, source, score, rank).
+The catalogue-sized parts (item neighbours, popular lists) are Spark aggregations over
+all interactions; the per-user part runs inside Spark tasks, one user at a time
+(batch/pipeline/candidate_sources.py), and writes the merged rows:
+(user_idx, item_idx, sources, score_<source>, rank_<source>, fused_score).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from pyspark import SparkFiles
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import FloatType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    FloatType,
+    IntegerType,
+    StringType,
+    StructField,
+    StructType,
+)
 
+from batch.pipeline import candidate_sources as cs
 from shared.bundle import GLOBAL_SEGMENT
 from shared.config import CandidateConfig
 
-CANDIDATE_SCHEMA = StructType(
+SOURCES = cs.SOURCES
+MERGED_SCHEMA = StructType(
     [
         StructField("user_idx", IntegerType(), False),
         StructField("item_idx", IntegerType(), False),
-        StructField("source", StringType(), False),
-        StructField("score", FloatType(), False),
-        StructField("rank", IntegerType(), False),
+        StructField("sources", ArrayType(StringType(), False), False),
     ]
-)
-SOURCES = ("ann", "cooc", "popular")
-_MAX_SEEN_OVERFETCH = 2000
-
-
-def _top_per_user(scored: DataFrame, k: int, source: str) -> DataFrame:
-    by_score = Window.partitionBy("user_idx").orderBy(F.desc("score"), F.asc("item_idx"))
-    return (
-        scored.withColumn("rank", F.row_number().over(by_score))
-        .where(F.col("rank") <= k)
-        .select(
-            F.col("user_idx").cast("int"),
-            F.col("item_idx").cast("int"),
-            F.lit(source).alias("source"),
-            F.col("score").cast("float"),
-            F.col("rank").cast("int"),
+    + [
+        field
+        for name in SOURCES
+        for field in (
+            StructField(f"score_{name}", FloatType(), True),
+            StructField(f"rank_{name}", IntegerType(), True),
         )
-    )
+    ]
+    + [StructField("fused_score", FloatType(), False)]
+)
+_MAX_SEEN_OVERFETCH = 2000
 
 
 def seen_items(train: DataFrame) -> DataFrame:
     return train.select("user_idx", "item_idx").distinct()
 
 
-def ann_candidates(
-    spark: SparkSession, user_vectors: DataFrame, train: DataFrame, index_path: Path, k: int
-) -> DataFrame:
-    """Top-k unseen items by inner product, searched in Spark tasks (one FAISS thread each)."""
-    spark.sparkContext.addFile(str(index_path))
-    index_name = index_path.name
-    seen = seen_items(train).groupBy("user_idx").agg(F.collect_list("item_idx").alias("seen"))
-    users = user_vectors.join(seen, "user_idx", "left")
+def overfetch_buckets(seen_counts: np.ndarray, k: int, ntotal: int) -> np.ndarray:
+    """How many neighbours to fetch per user so that k survive the seen filter: k plus the
+    seen count rounded up to a power of two (at least 64), capped. Users are searched in
+    groups of equal fetch size: one heavy user no longer makes a whole batch fetch
+    thousands (search cost grows with the fetch size), and a user's result no longer
+    depends on who shares the batch."""
+    need = np.minimum(np.asarray(seen_counts, dtype=np.int64), _MAX_SEEN_OVERFETCH)
+    rounded = np.maximum(64, 2 ** np.ceil(np.log2(np.maximum(need, 1))).astype(np.int64))
+    return np.minimum(ntotal, k + rounded)
 
-    def search(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        import faiss
-        import numpy as np
 
-        faiss.omp_set_num_threads(1)
-        index = faiss.read_index(SparkFiles.get(index_name))
-        for pdf in batches:
-            if pdf.empty:
-                continue
-            vectors = np.stack(pdf["vector"].to_numpy()).astype(np.float32)
-            seen_lists = [s if s is not None else [] for s in pdf["seen"]]
-            overfetch = min(max((len(s) for s in seen_lists), default=0), _MAX_SEEN_OVERFETCH)
-            fetch = int(min(index.ntotal, k + overfetch))
-            scores, ids = index.search(vectors, fetch)
-            out_users, out_items, out_scores, out_ranks = [], [], [], []
-            for row, user in enumerate(pdf["user_idx"].to_numpy()):
-                seen_set = set(seen_lists[row])
-                rank = 0
-                for item, score in zip(ids[row], scores[row], strict=True):
-                    if item < 0 or item in seen_set:
-                        continue
-                    rank += 1
-                    out_users.append(user)
-                    out_items.append(item)
-                    out_scores.append(score)
-                    out_ranks.append(rank)
-                    if rank == k:
-                        break
-            yield pd.DataFrame(
-                {
-                    "user_idx": np.asarray(out_users, dtype=np.int32),
-                    "item_idx": np.asarray(out_items, dtype=np.int32),
-                    "source": "ann",
-                    "score": np.asarray(out_scores, dtype=np.float32),
-                    "rank": np.asarray(out_ranks, dtype=np.int32),
-                }
-            )
-
-    return users.mapInPandas(search, CANDIDATE_SCHEMA)
+def _search_past_seen(
+    index: Any, vectors: np.ndarray, seen_lists: list[Any], k: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per-row (scores, ids) from searches grouped by fetch size, in the rows' order."""
+    fetch = overfetch_buckets(np.array([len(s) for s in seen_lists]), k, int(index.ntotal))
+    scores: list[np.ndarray] = [np.empty(0, np.float32)] * len(seen_lists)
+    ids: list[np.ndarray] = [np.empty(0, np.int64)] * len(seen_lists)
+    for size in np.unique(fetch):
+        rows = np.flatnonzero(fetch == size)
+        got_scores, got_ids = index.search(vectors[rows], int(size))
+        for i, row in enumerate(rows):
+            scores[row], ids[row] = got_scores[i], got_ids[i]
+    return scores, ids
 
 
 def recent_history(train: DataFrame, length: int) -> DataFrame:
@@ -143,19 +125,6 @@ def item_neighbors(train: DataFrame, config: CandidateConfig) -> DataFrame:
     )
 
 
-def cooc_candidates(train: DataFrame, neighbors: DataFrame, config: CandidateConfig) -> DataFrame:
-    """Score = sum of similarities to the user's recent items, newer items weighing more."""
-    hist = recent_history(train, config.cooc_score_history)
-    scored = (
-        hist.join(neighbors, "item_idx")
-        .withColumn("w", F.col("sim") / F.log2(F.col("pos") + 1))
-        .groupBy("user_idx", F.col("neighbor_idx").alias("item_idx"))
-        .agg(F.sum("w").alias("score"))
-        .join(seen_items(train), ["user_idx", "item_idx"], "left_anti")
-    )
-    return _top_per_user(scored, config.cooc_k, "cooc")
-
-
 def popular_lists(
     train: DataFrame, user_regions: DataFrame, config: CandidateConfig, k: int
 ) -> DataFrame:
@@ -183,37 +152,109 @@ def popular_lists(
     )
 
 
-def popular_candidates(
-    train: DataFrame, user_regions: DataFrame, popular: DataFrame, config: CandidateConfig
+def source_tables(neighbors_path: Path, popular_path: Path) -> cs.SourceTables:
+    """The broadcast tables, read on the driver from the stage's own Parquet outputs."""
+    nb = pq.read_table(neighbors_path).to_pandas()
+    nb = nb.sort_values(["item_idx", "sim", "neighbor_idx"], ascending=[True, False, True])
+    n_items = int(nb["item_idx"].max()) + 1 if len(nb) else 0
+    counts = np.bincount(nb["item_idx"].to_numpy(), minlength=n_items)
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    pop = pq.read_table(popular_path).to_pandas()
+    # The float score, then the id: the order a user's popular candidates are ranked in.
+    pop = pop.sort_values(["segment", "score", "item_idx"], ascending=[True, False, True])
+    popular = {
+        str(segment): (group["item_idx"].to_numpy(np.int64), group["score"].to_numpy(np.float32))
+        for segment, group in pop.groupby("segment", sort=True)
+    }
+    return cs.SourceTables(indptr, nb["neighbor_idx"].to_numpy(np.int64),
+                           nb["sim"].to_numpy(np.float32), popular)
+
+
+def user_histories(train: DataFrame) -> DataFrame:
+    """(user_idx, history): each user's distinct items, newest first (ties: higher id first)."""
+    last = train.groupBy("user_idx", "item_idx").agg(F.max("ts").alias("ts"))
+    newest_first = F.sort_array(F.collect_list(F.struct("ts", "item_idx")), asc=False)
+    return last.groupBy("user_idx").agg(
+        F.transform(newest_first, lambda x: x["item_idx"]).alias("history")
+    )
+
+
+def user_candidates(
+    spark: SparkSession,
+    train: DataFrame,
+    user_vectors: DataFrame,
+    user_regions: DataFrame,
+    tables: cs.SourceTables,
+    index_path: Path,
+    config: CandidateConfig,
 ) -> DataFrame:
-    """The user's segment list (global when the user has no region), minus seen items."""
+    """Merged candidates for every user in `train`, sorted by (user, item) per partition."""
+    spark.sparkContext.addFile(str(index_path))
+    index_name = index_path.name
+    shared_tables = spark.sparkContext.broadcast(tables)
+    weights = dict(config.source_weights)
     users = (
-        train.select("user_idx")
-        .distinct()
+        user_histories(train)
+        .join(user_vectors, "user_idx", "left")
         .join(user_regions, "user_idx", "left")
-        .withColumn("segment", F.coalesce(F.col("region"), F.lit(GLOBAL_SEGMENT)))
-        .select("user_idx", "segment")
+        .select("user_idx", "history", "vector",
+                F.coalesce(F.col("region"), F.lit(GLOBAL_SEGMENT)).alias("segment"))
+        .sortWithinPartitions("user_idx")  # a fixed order: reruns write identical files
     )
-    scored = (
-        users.join(popular, "segment")
-        .select("user_idx", "item_idx", "score")
-        .join(seen_items(train), ["user_idx", "item_idx"], "left_anti")
-    )
-    return _top_per_user(scored, config.popular_k, "popular")
+
+    def generate(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        index = faiss.read_index(SparkFiles.get(index_name))
+        table = shared_tables.value
+        for pdf in batches:
+            if not pdf.empty:
+                yield _candidates_for_batch(pdf, index, table, config, weights)
+
+    return users.mapInPandas(generate, MERGED_SCHEMA)
 
 
-def merge_candidates(sources: list[DataFrame], weights: dict[str, float]) -> DataFrame:
-    """One row per (user, item): the sources that proposed it, their scores and ranks, and
-    a reciprocal-rank-fusion score used to order the merged set."""
-    union = sources[0]
-    for extra in sources[1:]:
-        union = union.unionByName(extra)
-    aggs = [F.sort_array(F.collect_set("source")).alias("sources")]
-    for name in SOURCES:
-        aggs.append(F.max(F.when(F.col("source") == name, F.col("score"))).alias(f"score_{name}"))
-        aggs.append(F.min(F.when(F.col("source") == name, F.col("rank"))).alias(f"rank_{name}"))
-    merged = union.groupBy("user_idx", "item_idx").agg(*aggs)
-    return with_fused_score(merged, weights)
+def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables,
+                          config: CandidateConfig, weights: dict[str, float]) -> pd.DataFrame:
+    histories = [np.asarray(h, dtype=np.int64) for h in pdf["history"]]
+    has_vector = pdf["vector"].notna().to_numpy()
+    ann_rows = np.flatnonzero(has_vector)
+    ann_scores: list[np.ndarray] = [np.empty(0, np.float32)] * len(pdf)
+    ann_ids: list[np.ndarray] = [np.empty(0, np.int64)] * len(pdf)
+    if ann_rows.size:
+        vectors = np.stack(pdf["vector"].to_numpy()[ann_rows]).astype(np.float32)
+        got_scores, got_ids = _search_past_seen(index, vectors, [histories[r] for r in ann_rows],
+                                                config.ann_k)
+        for i, row in enumerate(ann_rows):
+            ann_scores[row], ann_ids[row] = got_scores[i], got_ids[i]
+    columns: dict[str, list[Any]] = {name: [] for name in MERGED_SCHEMA.names}
+    for row, (user, segment) in enumerate(zip(pdf["user_idx"], pdf["segment"], strict=True)):
+        seen = histories[row]
+        merged = cs.merge(
+            {
+                "ann": cs.ann_list(ann_ids[row], ann_scores[row], seen, config.ann_k),
+                "cooc": cs.cooc_list(seen[: config.cooc_score_history], seen, tables, config.cooc_k),
+                "popular": cs.popular_list(segment, seen, tables, config.popular_k),
+            },
+            weights,
+        )
+        columns["user_idx"].append(np.full(merged.items.size, user, np.int32))
+        columns["item_idx"].append(merged.items.astype(np.int32))
+        columns["sources"].extend(merged.sources)
+        for name in SOURCES:
+            columns[f"score_{name}"].append(merged.scores[name])
+            columns[f"rank_{name}"].append(merged.ranks[name])
+        columns["fused_score"].append(merged.fused)
+    out: dict[str, Any] = {}
+    for name, parts in columns.items():
+        if name == "sources":
+            out[name] = parts
+        elif name.startswith("rank_"):
+            out[name] = pd.array(np.concatenate(parts), dtype="Float64").astype("Int32")
+        else:
+            out[name] = np.concatenate(parts) if parts else np.empty(0)
+    return pd.DataFrame(out)
 
 
 def with_fused_score(merged: DataFrame, weights: dict[str, float]) -> DataFrame:

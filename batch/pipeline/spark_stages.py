@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -136,7 +137,13 @@ def stage_embeddings(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     indexed = _indexed_interactions(ctx, spark)
     train, test = split.split(indexed, ctx.config.split)
     _write(train.orderBy("user_idx", "ts", "item_idx"), str(out / "train.parquet"), 4)
-    _write(test.orderBy("user_idx", "item_idx"), str(out / "test.parquet"))
+    _write(test.orderBy("user_idx", "item_idx"), str(out / "_test_all.parquet"))
+    # Metrics are measured on a deterministic sample of the held-out users: at millions of
+    # users a sample of tens of thousands gives the same numbers to the third decimal, and
+    # the eval variant's candidates and lists are then built for those users only.
+    test_all = spark.read.parquet(ctx.path("embeddings", "_test_all.parquet"))
+    eval_users = split.sample_users(test_all, ctx.config.split.max_eval_users, ctx.config.split.seed)
+    _write(test_all.join(eval_users, "user_idx").orderBy("user_idx", "item_idx"), str(out / "test.parquet"))
     # The re-ranker's window: the train split split again by the same protocol (a global
     # cutoff would leave it empty, so per-user temporal there): candidates from the older
     # part, labels from the newer part; the test split stays unseen by the ranker.
@@ -167,9 +174,12 @@ def stage_embeddings(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         user_f, item_f = als.train_als(sources[variant], ctx.config.als)
         _write(user_f.orderBy("user_idx"), str(out / variant / "user_factors.parquet"), 2)
         _write(item_f.orderBy("item_idx"), str(out / variant / "item_factors.parquet"))
-    counts = {
+    test = spark.read.parquet(ctx.path("embeddings", "test.parquet"))
+    counts: dict[str, object] = {
         "train": spark.read.parquet(ctx.path("embeddings", "train.parquet")).count(),
-        "test": spark.read.parquet(ctx.path("embeddings", "test.parquet")).count(),
+        "test": test.count(),
+        "test_users_held_out": test_all.select("user_idx").distinct().count(),
+        "test_users_evaluated": test.select("user_idx").distinct().count(),
     }
     write_json(out / "stats.json", counts)
     return counts
@@ -189,6 +199,18 @@ def _user_regions(ctx: RunContext, spark: SparkSession) -> DataFrame:
     )
 
 
+def _candidate_users(ctx: RunContext, spark: SparkSession, variant: str) -> DataFrame | None:
+    """Whose candidates a variant needs: the published (full) variant every user's; the
+    eval variant the evaluated users'; the ranker variant a sample of the users with labels
+    in the ranker window, from which the training sample is drawn. None: everyone."""
+    if variant == "eval":
+        return spark.read.parquet(ctx.path("embeddings", "test.parquet")).select("user_idx").distinct()
+    if variant == RANKER_VARIANT:
+        labels = spark.read.parquet(ctx.path("embeddings", "ranker_labels.parquet"))
+        return split.sample_users(labels, ctx.config.ranker.candidate_users, ctx.config.ranker.seed)
+    return None
+
+
 def stage_candidates(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     cfg = ctx.config.candidates
     regions = _user_regions(ctx, spark)
@@ -197,22 +219,22 @@ def stage_candidates(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     for variant in MODEL_VARIANTS:
         train = _train_for(ctx, spark, variant).cache()
         user_vectors = spark.read.parquet(ctx.path("embeddings", f"{variant}/user_factors.parquet"))
+        # Popular lists and item neighbours come from every user's history; the per-user
+        # sources only run for the users this variant needs.
+        scope = _candidate_users(ctx, spark, variant)
+        users_train = train if scope is None else train.join(F.broadcast(scope), "user_idx")
         popular = candidates.popular_lists(train, regions, cfg, max(cfg.popular_k, ctx.config.publish.top_k))
         _write(popular.orderBy("segment", "rank"), str(out / variant / "popular.parquet"))
-        popular = spark.read.parquet(ctx.path("candidates", f"{variant}/popular.parquet"))
         neighbors = candidates.item_neighbors(train, cfg)
         _write(neighbors.orderBy("item_idx", "neighbor_idx"), str(out / variant / "neighbors.parquet"))
-        neighbors = spark.read.parquet(ctx.path("candidates", f"{variant}/neighbors.parquet"))
-        per_source = [
-            candidates.ann_candidates(
-                spark, user_vectors, train, ctx.stage_dir("index") / f"index-{variant}.faiss", cfg.ann_k
-            ),
-            candidates.cooc_candidates(train, neighbors, cfg),
-            candidates.popular_candidates(train, regions, popular, cfg),
-        ]
-        merged = candidates.merge_candidates(per_source, cfg.source_weights)
-        _write(merged.orderBy("user_idx", "item_idx"), str(out / variant / "candidates.parquet"), 4)
         train.unpersist()
+        tables = candidates.source_tables(out / variant / "neighbors.parquet", out / variant / "popular.parquet")
+        merged = candidates.user_candidates(
+            spark, users_train, user_vectors, regions, tables,
+            ctx.stage_dir("index") / f"index-{variant}.faiss", cfg,
+        )
+        # Already sorted by (user, item) within each partition: written as is, no global sort.
+        merged.write.mode("overwrite").parquet(str(out / variant / "candidates.parquet"))
     merged = spark.read.parquet(ctx.path("candidates", "eval/candidates.parquet"))
     test = spark.read.parquet(ctx.path("embeddings", "test.parquet"))
     recall: dict[str, dict[str, float]] = {}
@@ -241,7 +263,8 @@ def stage_rank(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         ctx.config.candidates.source_weights,
     )
     write_json(out / "fusion.json", {"weights": weights, "sample_ndcg@10": tuned_ndcg})
-    for variant in VARIANTS:
+
+    def write_fused(variant: str) -> str:
         merged = candidates.with_fused_score(
             spark.read.parquet(ctx.path("candidates", f"{variant}/candidates.parquet")), weights
         )
@@ -249,14 +272,23 @@ def stage_rank(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
             merged.select("user_idx", "item_idx", "sources"), ["user_idx", "item_idx"]
         )
         _write(lists.orderBy("user_idx", "rank"), str(out / variant / "fused.parquet"), 4)
+        return str(out / variant / "fused.parquet")
+
+    write_fused("eval")  # always: evaluated beside the re-ranked lists
     from batch.ranker.rerank import rerank  # torch-free, but onnxruntime in the tasks
 
     ranker = rerank(ctx, spark, top_k)
     write_json(out / "ranker.json", ranker)
     for variant in VARIANTS:
         chosen = ranker.get("lists", {}).get(variant)  # type: ignore[attr-defined]
-        lists = spark.read.parquet(chosen or ctx.path("rank", f"{variant}/fused.parquet"))
-        _write(lists.orderBy("user_idx", "rank"), str(out / variant / "recommendations.parquet"), 4)
+        if chosen is None:  # no re-ranked lists: the fused order is what ships
+            chosen = str(out / variant / "fused.parquet") if variant == "eval" else write_fused(variant)
+        elif variant != "eval":  # the published variant's fused order would go unused
+            shutil.rmtree(out / variant / "fused.parquet", ignore_errors=True)
+        # Both kinds of list are written sorted by (user, rank): a copy, not a re-sort.
+        target = out / variant / "recommendations.parquet"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(chosen, target)
     # Popularity baseline: the global list, minus what each test user has seen.
     train = _train_for(ctx, spark, "eval")
     test_users = spark.read.parquet(ctx.path("embeddings", "test.parquet")).select("user_idx").distinct()

@@ -52,3 +52,16 @@ def split(interactions: DataFrame, config: SplitConfig) -> tuple[DataFrame, Data
         .join(train.select("user_idx", "item_idx").distinct(), ["user_idx", "item_idx"], "left_anti")
     )
     return train, test
+
+
+def sample_users(frame: DataFrame, limit: int | None, seed: int) -> DataFrame:
+    """A deterministic sample of `limit` distinct users of `frame` (all when None or fewer):
+    ordered by a seeded hash, so the same users are drawn on every rerun and the sample
+    is spread over the id space rather than its start."""
+    users = frame.select("user_idx").distinct()
+    if limit is None:
+        return users
+    return (
+        users.withColumn("_h", F.xxhash64("user_idx", F.lit(seed)))
+        .orderBy("_h", "user_idx").limit(limit).select("user_idx")
+    )

@@ -1,0 +1,110 @@
+"""The per-user candidate sources and their merge, as plain numpy over one user at a time.
+
+Spark hands each task a batch of users with what they have seen, newest first; the
+catalogue-sized tables (item neighbours, popular lists per segment) are broadcast once.
+Working per user inside the task keeps the hundreds of rows each user gets out of
+Spark shuffles: the co-occurrence sum, the seen filter, the top-k cuts and the merge of
+the sources all happen here, and only the merged rows leave the task.
+
+Ordering rules (the contract the rest of the pipeline and its tests rely on):
+- ANN: the index's order by inner product, seen items skipped, ranks 1..k.
+- co-occurrence: score = sum over the user's `cooc_score_history` newest items of
+  sim(item, candidate) / log2(position + 1), position 1 = newest; seen items dropped;
+  top k by score descending, item id ascending.
+- popular: the user's segment list (region, else global) in its order, seen dropped, top k.
+- merge: one row per item, the sources that proposed it (alphabetical), each source's
+  score and rank (absent: NaN), and the weighted reciprocal-rank fusion score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SOURCES = ("ann", "cooc", "popular")
+RRF_CONSTANT = 60.0  # Cormack et al.
+
+
+@dataclass(frozen=True)
+class SourceTables:
+    """Catalogue-sized inputs shared by every user: neighbours as CSR by item (each row
+    sorted by similarity), and each segment's popular list (items, scores) in rank order."""
+
+    neighbor_indptr: np.ndarray
+    neighbor_indices: np.ndarray
+    neighbor_sims: np.ndarray
+    popular: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class SourceList:
+    items: np.ndarray  # int64
+    scores: np.ndarray  # float32
+
+
+EMPTY = SourceList(np.empty(0, np.int64), np.empty(0, np.float32))
+
+
+def ann_list(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, k: int) -> SourceList:
+    """The index's answer minus seen items (and FAISS's -1 padding), first k."""
+    keep = (ids >= 0) & ~np.isin(ids, seen)
+    return SourceList(ids[keep][:k].astype(np.int64), scores[keep][:k].astype(np.float32))
+
+
+def cooc_list(recent: np.ndarray, seen: np.ndarray, tables: SourceTables, k: int) -> SourceList:
+    """recent: the user's distinct items, newest first, already cut to the history length."""
+    if recent.size == 0:
+        return EMPTY
+    starts = tables.neighbor_indptr[recent]
+    ends = tables.neighbor_indptr[recent + 1]
+    lengths = ends - starts
+    if lengths.sum() == 0:
+        return EMPTY
+    rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+    position = np.repeat(np.arange(1, recent.size + 1, dtype=np.float64), lengths)
+    weights = tables.neighbor_sims[rows].astype(np.float64) / np.log2(position + 1.0)
+    items, inverse = np.unique(tables.neighbor_indices[rows], return_inverse=True)
+    totals = np.bincount(inverse, weights=weights, minlength=items.size)
+    keep = ~np.isin(items, seen)
+    items, totals = items[keep], totals[keep]
+    order = np.lexsort((items, -totals))[:k]
+    return SourceList(items[order].astype(np.int64), totals[order].astype(np.float32))
+
+
+def popular_list(segment: str, seen: np.ndarray, tables: SourceTables, k: int) -> SourceList:
+    found = tables.popular.get(segment)
+    if found is None:
+        return EMPTY
+    items, scores = found
+    keep = ~np.isin(items, seen)
+    return SourceList(items[keep][:k].astype(np.int64), scores[keep][:k].astype(np.float32))
+
+
+@dataclass(frozen=True)
+class MergedCandidates:
+    items: np.ndarray  # int64, ascending
+    sources: list[list[str]]
+    scores: dict[str, np.ndarray]  # float32, NaN where the source did not propose the item
+    ranks: dict[str, np.ndarray]  # float64 (NaN-able), 1-based
+    fused: np.ndarray  # float32
+
+
+def merge(lists: dict[str, SourceList], weights: dict[str, float]) -> MergedCandidates:
+    items = np.unique(np.concatenate([lists[s].items for s in SOURCES]))
+    scores: dict[str, np.ndarray] = {}
+    ranks: dict[str, np.ndarray] = {}
+    fused = np.zeros(items.size, np.float64)
+    member = np.zeros((items.size, len(SOURCES)), bool)
+    for j, source in enumerate(SOURCES):
+        got = lists[source]
+        where = np.searchsorted(items, got.items)
+        scores[source] = np.full(items.size, np.nan, np.float32)
+        ranks[source] = np.full(items.size, np.nan, np.float64)
+        scores[source][where] = got.scores
+        ranks[source][where] = np.arange(1, got.items.size + 1, dtype=np.float64)
+        member[where, j] = True
+        fused[where] += weights.get(source, 0.0) / (RRF_CONSTANT + ranks[source][where])
+    names = np.array(SOURCES, dtype=object)
+    sources = [list(names[row]) for row in member]
+    return MergedCandidates(items, sources, scores, ranks, fused.astype(np.float32))

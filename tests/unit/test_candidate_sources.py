@@ -1,0 +1,73 @@
+"""The per-user candidate sources and their merge, on hand-made tables with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from batch.pipeline import candidate_sources as cs
+from batch.pipeline.candidates import overfetch_buckets
+
+
+def _tables() -> cs.SourceTables:
+    # item 0 -> 2 (0.5), 3 (0.25); item 1 -> 3 (1.0), 0 (0.5); items 2, 3 -> none
+    return cs.SourceTables(
+        neighbor_indptr=np.array([0, 2, 4, 4, 4]),
+        neighbor_indices=np.array([2, 3, 3, 0]),
+        neighbor_sims=np.array([0.5, 0.25, 1.0, 0.5], np.float32),
+        popular={"EU": (np.array([3, 2, 1]), np.array([9.0, 8.0, 7.0], np.float32)),
+                 "__global__": (np.array([0, 1]), np.array([5.0, 4.0], np.float32))},
+    )
+
+
+def test_cooc_weights_newer_items_more_and_drops_seen() -> None:
+    # history newest first: item 1 (pos 1, weight 1), item 0 (pos 2, weight 1/log2 3)
+    got = cs.cooc_list(np.array([1, 0]), np.array([1, 0]), _tables(), k=10)
+    expected_3 = 1.0 / math.log2(2) + 0.25 / math.log2(3)
+    expected_2 = 0.5 / math.log2(3)
+    assert got.items.tolist() == [3, 2]
+    assert got.scores.tolist() == pytest.approx([expected_3, expected_2], rel=1e-6)
+
+
+def test_cooc_breaks_ties_by_lower_id_and_cuts_at_k() -> None:
+    tables = cs.SourceTables(np.array([0, 3]), np.array([7, 5, 6]),
+                             np.array([0.5, 0.5, 0.5], np.float32), {})
+    assert cs.cooc_list(np.array([0]), np.array([0]), tables, k=2).items.tolist() == [5, 6]
+
+
+def test_cooc_with_no_history_or_no_neighbours_is_empty() -> None:
+    assert cs.cooc_list(np.array([], np.int64), np.array([], np.int64), _tables(), 5).items.size == 0
+    assert cs.cooc_list(np.array([3]), np.array([3]), _tables(), 5).items.size == 0
+
+
+def test_popular_uses_the_segment_list_minus_seen() -> None:
+    assert cs.popular_list("EU", np.array([2]), _tables(), 5).items.tolist() == [3, 1]
+    assert cs.popular_list("nowhere", np.array([2]), _tables(), 5).items.size == 0
+
+
+def test_ann_skips_seen_and_padding_and_ranks_the_rest() -> None:
+    got = cs.ann_list(np.array([4, -1, 2, 9, 7]), np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32),
+                      seen=np.array([2]), k=2)
+    assert got.items.tolist() == [4, 9]
+
+
+def test_merge_records_each_source_rank_and_fuses_them() -> None:
+    lists = {
+        "ann": cs.SourceList(np.array([5, 3]), np.array([0.9, 0.8], np.float32)),
+        "cooc": cs.SourceList(np.array([3]), np.array([2.0], np.float32)),
+        "popular": cs.SourceList(np.array([8, 5]), np.array([7.0, 6.0], np.float32)),
+    }
+    merged = cs.merge(lists, {"ann": 1.0, "cooc": 1.0, "popular": 0.5})
+    assert merged.items.tolist() == [3, 5, 8]
+    assert merged.sources == [["ann", "cooc"], ["ann", "popular"], ["popular"]]
+    assert merged.ranks["ann"][:2].tolist() == [2.0, 1.0] and math.isnan(merged.ranks["ann"][2])
+    assert merged.scores["popular"][1] == pytest.approx(6.0)
+    assert merged.fused[0] == pytest.approx(1 / 62 + 1 / 61, rel=1e-6)
+    assert merged.fused[2] == pytest.approx(0.5 / 61, rel=1e-6)
+
+
+def test_overfetch_is_per_user_and_rounded_to_a_power_of_two() -> None:
+    got = overfetch_buckets(np.array([0, 10, 64, 65, 5000]), k=100, ntotal=1500)
+    assert got.tolist() == [164, 164, 164, 228, 1500]
