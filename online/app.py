@@ -17,6 +17,7 @@ from flask import Flask, Response, g, request
 from online import admin, api, errors, health, metrics, openapi, ui
 from online.bundle_store import BundleStore
 from online.config import ServiceConfig
+from online.json_provider import OrjsonProvider
 from online.recommend import Recommender
 from online.service import EXTENSION, Service
 from shared.request_log import RequestLogWriter, log_dir
@@ -38,8 +39,8 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
     if not isinstance(config, ServiceConfig):
         config = ServiceConfig.from_env(**dict(config or {}))
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=config.max_content_length, JSON_SORT_KEYS=False)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.update(MAX_CONTENT_LENGTH=config.max_content_length)
+    app.json = OrjsonProvider(app)  # keeps keys in insertion order, as the API documents
     request_log = (
         RequestLogWriter(
             log_dir(config.artifacts), rotate_seconds=config.request_log_rotate_seconds

@@ -193,15 +193,12 @@ class Recommender:
             k=k,
             n_primary=len(items),
         )
-        return [
-            item_row(
-                bundle,
-                int(all_items[p]),
-                float(all_scores[p]),
-                retrieval.sources_to_names(bundle, int(all_masks[p])),
-            )
-            for p in picked
-        ]
+        return item_rows(
+            bundle,
+            all_items[picked],
+            all_scores[picked],
+            [retrieval.sources_to_names(bundle, m) for m in all_masks[picked].tolist()],
+        )
 
     def rerank(
         self, bundle: LoadedBundle, q: Query, candidate_ids: list[str], started: float | None = None
@@ -265,3 +262,15 @@ def item_row(
         "sources": sources,
         "title": bundle.titles[item_idx] or None,
     }
+
+
+def item_rows(
+    bundle: LoadedBundle, items: np.ndarray, scores: np.ndarray, sources: list[list[str]]
+) -> list[dict[str, Any]]:
+    """item_row for a whole answer: one conversion to Python numbers instead of one per item."""
+    ids, titles = bundle.item_ids, bundle.titles
+    return [
+        {"item_id": ids[i], "score": s, "sources": src, "title": titles[i] or None}
+        for i, s, src in zip(items.tolist(), np.round(scores.astype(np.float64), 6).tolist(),
+                             sources, strict=True)
+    ]

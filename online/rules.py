@@ -62,6 +62,16 @@ def diversify(order: np.ndarray, genres: np.ndarray, k: int, cap: int | None = N
     return np.asarray(picked, dtype=np.int64)
 
 
+def _best_first_prefix(head: np.ndarray, scores: np.ndarray, size: int) -> np.ndarray:
+    """The first >= `size` entries of `head` stably sorted by descending score, without
+    sorting the rest: every position scoring at least the size-th best is kept (ties
+    included, in input order), so the result is exactly a prefix of the full stable sort."""
+    negated = -scores[head]
+    threshold = np.partition(negated, size - 1)[size - 1]
+    kept = head[negated <= threshold]
+    return kept[np.argsort(-scores[kept], kind="stable")]
+
+
 def select(
     items: np.ndarray,
     scores: np.ndarray,
@@ -81,9 +91,27 @@ def select(
     n_primary = len(items) if n_primary is None else n_primary
     keep = allowed(items, blocked, region_mask)
     head = np.flatnonzero(keep[:n_primary])
+    # Fast path: a few hundred candidates, k of them shown. Deduplicating and diversifying
+    # a prefix of the ranking gives the same row as doing it on all of it whenever the
+    # prefix fills k, so only a prefix is sorted and walked; else the full ranking is used.
+    prefix = _PREFIX_FACTOR * k
+    if len(head) > prefix:
+        ranked = _best_first_prefix(head, scores, prefix)
+        picked = _dedupe_and_diversify(items, ranked, first_genre, k, cap)
+        if len(picked) == k:
+            return picked
     # Stable sort keeps the input order among ties (rank order for precomputed lists).
     head = head[np.argsort(-scores[head], kind="stable")]
     order = np.concatenate([head, np.flatnonzero(keep[n_primary:]) + n_primary])
+    return _dedupe_and_diversify(items, order, first_genre, k, cap)
+
+
+_PREFIX_FACTOR = 4  # prefix length per requested item; deep enough for the genre cap
+
+
+def _dedupe_and_diversify(
+    items: np.ndarray, order: np.ndarray, first_genre: np.ndarray, k: int, cap: int | None
+) -> np.ndarray:
     if not len(order):
         return order.astype(np.int64)
     _, first = np.unique(items[order], return_index=True)

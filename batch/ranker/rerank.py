@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from batch.pipeline import evaluate
 from batch.pipeline.context import RunContext, read_json, write_json
-from batch.ranker.batch_scoring import score_candidates
+from batch.ranker.batch_scoring import ranked_lists, score_candidates
 from batch.ranker.model import INPUT_NAME, OUTPUT_NAME
 from batch.ranker.stage import FP32, INT8, spearman
 from shared.features import FEATURE_NAMES
@@ -99,9 +99,9 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
               "passed": passed, "int8_method": report["int8_method"], **_spearman(scored)}
 
     full = spark.read.parquet(ctx.path("candidates", "full/candidates.parquet"))
-    full_scored = score_candidates(full, ctx.stage_dir("features") / "full",
-                                   {shipped: blobs[shipped]}, parts)
-    _lists(full_scored, f"score_{shipped}", full, top_k).orderBy("user_idx", "rank").coalesce(4) \
+    # Every user: the top k is picked inside the scoring tasks (no shuffle of all scored rows).
+    ranked_lists(full, ctx.stage_dir("features") / "full", blobs[shipped], parts, top_k) \
+        .orderBy("user_idx", "rank").coalesce(4) \
         .write.mode("overwrite").parquet(str(out / "full" / "reranked.parquet"))
     spec = {
         "model": FP32 if shipped == "fp32" else INT8, "input": INPUT_NAME, "output": OUTPUT_NAME,
