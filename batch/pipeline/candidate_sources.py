@@ -56,6 +56,9 @@ def cooc_list(recent: np.ndarray, seen: np.ndarray, tables: SourceTables, k: int
     """recent: the user's distinct items, newest first, already cut to the history length."""
     if recent.size == 0:
         return EMPTY
+    if recent.max() >= tables.neighbor_indptr.size - 1:
+        raise ValueError(f"item {recent.max()} is outside the neighbour table "
+                         f"({tables.neighbor_indptr.size - 1} items)")
     starts = tables.neighbor_indptr[recent]
     ends = tables.neighbor_indptr[recent + 1]
     lengths = ends - starts

@@ -152,11 +152,12 @@ def popular_lists(
     )
 
 
-def source_tables(neighbors_path: Path, popular_path: Path) -> cs.SourceTables:
-    """The broadcast tables, read on the driver from the stage's own Parquet outputs."""
+def source_tables(neighbors_path: Path, popular_path: Path, n_items: int) -> cs.SourceTables:
+    """The broadcast tables, read on the driver from the stage's own Parquet outputs; the
+    neighbour CSR spans the whole catalogue (n_items), items without neighbours included."""
     nb = pq.read_table(neighbors_path).to_pandas()
     nb = nb.sort_values(["item_idx", "sim", "neighbor_idx"], ascending=[True, False, True])
-    n_items = int(nb["item_idx"].max()) + 1 if len(nb) else 0
+    n_items = max(n_items, int(nb["item_idx"].max()) + 1 if len(nb) else 0)
     counts = np.bincount(nb["item_idx"].to_numpy(), minlength=n_items)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     pop = pq.read_table(popular_path).to_pandas()

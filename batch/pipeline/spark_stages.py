@@ -7,6 +7,8 @@ import hashlib
 import logging
 import shutil
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -216,6 +218,8 @@ def stage_candidates(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     regions = _user_regions(ctx, spark)
     out = ctx.stage_dir("candidates")
     report: dict[str, object] = {}
+    item_ids = pq.read_table(ctx.path("embeddings", "items.parquet"), columns=["item_idx"]).column(0)
+    n_items = int(pc.max(item_ids).as_py() or 0) + 1
     for variant in MODEL_VARIANTS:
         train = _train_for(ctx, spark, variant).cache()
         user_vectors = spark.read.parquet(ctx.path("embeddings", f"{variant}/user_factors.parquet"))
@@ -228,7 +232,9 @@ def stage_candidates(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         neighbors = candidates.item_neighbors(train, cfg)
         _write(neighbors.orderBy("item_idx", "neighbor_idx"), str(out / variant / "neighbors.parquet"))
         train.unpersist()
-        tables = candidates.source_tables(out / variant / "neighbors.parquet", out / variant / "popular.parquet")
+        tables = candidates.source_tables(
+            out / variant / "neighbors.parquet", out / variant / "popular.parquet", n_items
+        )
         merged = candidates.user_candidates(
             spark, users_train, user_vectors, regions, tables,
             ctx.stage_dir("index") / f"index-{variant}.faiss", cfg,

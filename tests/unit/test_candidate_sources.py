@@ -71,3 +71,24 @@ def test_merge_records_each_source_rank_and_fuses_them() -> None:
 def test_overfetch_is_per_user_and_rounded_to_a_power_of_two() -> None:
     got = overfetch_buckets(np.array([0, 10, 64, 65, 5000]), k=100, ntotal=1500)
     assert got.tolist() == [164, 164, 164, 228, 1500]
+
+
+def test_source_tables_span_the_catalogue_past_the_last_item_with_neighbours(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batch.pipeline.candidates import source_tables
+
+    pq.write_table(pa.table({"item_idx": [0, 0, 1], "neighbor_idx": [1, 2, 0],
+                             "sim": pa.array([0.5, 0.9, 0.5], pa.float32())}), tmp_path / "nb.parquet")
+    pq.write_table(pa.table({"segment": ["__global__", "__global__"], "item_idx": [4, 3],
+                             "score": pa.array([2.0, 2.0], pa.float32()), "rank": [1, 2]}),
+                   tmp_path / "pop.parquet")
+    tables = source_tables(tmp_path / "nb.parquet", tmp_path / "pop.parquet", n_items=6)
+    assert tables.neighbor_indptr.tolist() == [0, 2, 3, 3, 3, 3, 3]
+    assert tables.neighbor_indices.tolist() == [2, 1, 0]  # most similar first
+    # item 5 has no neighbours: its user still gets item 0's neighbours, at position 2
+    got = cs.cooc_list(np.array([5, 0]), np.array([5, 0]), tables, k=5)
+    assert got.items.tolist() == [2, 1]
+    # equal float scores: the lower id first
+    assert tables.popular["__global__"][0].tolist() == [3, 4]
