@@ -13,7 +13,7 @@ Ordering rules (the contract the rest of the pipeline and its tests rely on):
   top k by score descending, item id ascending.
 - popular: the user's segment list (region, else global) in its order, seen dropped, top k.
 - merge: one row per item, the sources that proposed it (alphabetical), each source's
-  score and rank (absent: NaN), and the weighted reciprocal-rank fusion score.
+  score and rank (absent: null), and the weighted reciprocal-rank fusion score.
 """
 
 from __future__ import annotations
@@ -86,10 +86,13 @@ def popular_list(segment: str, seen: np.ndarray, tables: SourceTables, k: int) -
 
 @dataclass(frozen=True)
 class MergedCandidates:
+    """Columns over the user's distinct candidate items. A source that did not propose an
+    item has rank 0 there (and score 0); Spark turns those into nulls and derives the
+    `sources` list from the ranks, so no Python list per row is ever built."""
+
     items: np.ndarray  # int64, ascending
-    sources: list[list[str]]
-    scores: dict[str, np.ndarray]  # float32, NaN where the source did not propose the item
-    ranks: dict[str, np.ndarray]  # float64 (NaN-able), 1-based
+    scores: dict[str, np.ndarray]  # float32
+    ranks: dict[str, np.ndarray]  # int32, 1-based, 0 = not proposed by this source
     fused: np.ndarray  # float32
 
 
@@ -98,16 +101,18 @@ def merge(lists: dict[str, SourceList], weights: dict[str, float]) -> MergedCand
     scores: dict[str, np.ndarray] = {}
     ranks: dict[str, np.ndarray] = {}
     fused = np.zeros(items.size, np.float64)
-    member = np.zeros((items.size, len(SOURCES)), bool)
-    for j, source in enumerate(SOURCES):
+    for source in SOURCES:
         got = lists[source]
         where = np.searchsorted(items, got.items)
-        scores[source] = np.full(items.size, np.nan, np.float32)
-        ranks[source] = np.full(items.size, np.nan, np.float64)
+        scores[source] = np.zeros(items.size, np.float32)
+        ranks[source] = np.zeros(items.size, np.int32)
         scores[source][where] = got.scores
-        ranks[source][where] = np.arange(1, got.items.size + 1, dtype=np.float64)
-        member[where, j] = True
-        fused[where] += weights.get(source, 0.0) / (RRF_CONSTANT + ranks[source][where])
-    names = np.array(SOURCES, dtype=object)
-    sources = [list(names[row]) for row in member]
-    return MergedCandidates(items, sources, scores, ranks, fused.astype(np.float32))
+        rank = np.arange(1, got.items.size + 1, dtype=np.int32)
+        ranks[source][where] = rank
+        fused[where] += weights.get(source, 0.0) / (RRF_CONSTANT + rank)
+    return MergedCandidates(items, scores, ranks, fused.astype(np.float32))
+
+
+def sources_of(merged: MergedCandidates) -> list[list[str]]:
+    """The sources behind each item, alphabetical (what the Spark side derives)."""
+    return [[s for s in SOURCES if merged.ranks[s][i] > 0] for i in range(merged.items.size)]

@@ -21,32 +21,22 @@ import pyarrow.parquet as pq
 from pyspark import SparkFiles
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import (
-    ArrayType,
-    FloatType,
-    IntegerType,
-    StringType,
-    StructField,
-    StructType,
-)
+from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
 from batch.pipeline import candidate_sources as cs
 from shared.bundle import GLOBAL_SEGMENT
 from shared.config import CandidateConfig
 
 SOURCES = cs.SOURCES
-MERGED_SCHEMA = StructType(
-    [
-        StructField("user_idx", IntegerType(), False),
-        StructField("item_idx", IntegerType(), False),
-        StructField("sources", ArrayType(StringType(), False), False),
-    ]
+# What the Python tasks emit: numbers only (rank 0 = not proposed), cheap through Arrow.
+_TASK_SCHEMA = StructType(
+    [StructField("user_idx", IntegerType(), False), StructField("item_idx", IntegerType(), False)]
     + [
         field
         for name in SOURCES
         for field in (
-            StructField(f"score_{name}", FloatType(), True),
-            StructField(f"rank_{name}", IntegerType(), True),
+            StructField(f"score_{name}", FloatType(), False),
+            StructField(f"rank_{name}", IntegerType(), False),
         )
     ]
     + [StructField("fused_score", FloatType(), False)]
@@ -213,7 +203,19 @@ def user_candidates(
             if not pdf.empty:
                 yield _candidates_for_batch(pdf, index, table, config, weights)
 
-    return users.mapInPandas(generate, MERGED_SCHEMA)
+    proposed = {name: F.col(f"rank_{name}") > 0 for name in SOURCES}
+    return users.mapInPandas(generate, _TASK_SCHEMA).select(
+        "user_idx",
+        "item_idx",
+        # Alphabetical, as SOURCES is: the same list the old per-source union produced.
+        F.filter(F.array(*[F.when(proposed[n], F.lit(n)) for n in SOURCES]), lambda x: x.isNotNull())
+        .alias("sources"),
+        *[c for n in SOURCES for c in (
+            F.when(proposed[n], F.col(f"score_{n}")).alias(f"score_{n}"),
+            F.when(proposed[n], F.col(f"rank_{n}")).alias(f"rank_{n}"),
+        )],
+        "fused_score",
+    )
 
 
 def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables,
@@ -229,7 +231,7 @@ def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables
                                                 config.ann_k)
         for i, row in enumerate(ann_rows):
             ann_scores[row], ann_ids[row] = got_scores[i], got_ids[i]
-    columns: dict[str, list[Any]] = {name: [] for name in MERGED_SCHEMA.names}
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in _TASK_SCHEMA.names}
     for row, (user, segment) in enumerate(zip(pdf["user_idx"], pdf["segment"], strict=True)):
         seen = histories[row]
         merged = cs.merge(
@@ -242,20 +244,11 @@ def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables
         )
         columns["user_idx"].append(np.full(merged.items.size, user, np.int32))
         columns["item_idx"].append(merged.items.astype(np.int32))
-        columns["sources"].extend(merged.sources)
         for name in SOURCES:
             columns[f"score_{name}"].append(merged.scores[name])
             columns[f"rank_{name}"].append(merged.ranks[name])
         columns["fused_score"].append(merged.fused)
-    out: dict[str, Any] = {}
-    for name, parts in columns.items():
-        if name == "sources":
-            out[name] = parts
-        elif name.startswith("rank_"):
-            out[name] = pd.array(np.concatenate(parts), dtype="Float64").astype("Int32")
-        else:
-            out[name] = np.concatenate(parts) if parts else np.empty(0)
-    return pd.DataFrame(out)
+    return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
 
 
 def with_fused_score(merged: DataFrame, weights: dict[str, float]) -> DataFrame:

@@ -61,8 +61,8 @@ def test_merge_records_each_source_rank_and_fuses_them() -> None:
     }
     merged = cs.merge(lists, {"ann": 1.0, "cooc": 1.0, "popular": 0.5})
     assert merged.items.tolist() == [3, 5, 8]
-    assert merged.sources == [["ann", "cooc"], ["ann", "popular"], ["popular"]]
-    assert merged.ranks["ann"][:2].tolist() == [2.0, 1.0] and math.isnan(merged.ranks["ann"][2])
+    assert cs.sources_of(merged) == [["ann", "cooc"], ["ann", "popular"], ["popular"]]
+    assert merged.ranks["ann"].tolist() == [2, 1, 0]
     assert merged.scores["popular"][1] == pytest.approx(6.0)
     assert merged.fused[0] == pytest.approx(1 / 62 + 1 / 61, rel=1e-6)
     assert merged.fused[2] == pytest.approx(0.5 / 61, rel=1e-6)
