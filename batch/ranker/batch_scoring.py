@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
-from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
 from shared.features import SOURCES, compute_features, load_feature_arrays
 
@@ -30,39 +30,41 @@ def source_matrices(pdf: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 Scores = dict[str, np.ndarray]
-# (one user's candidate rows, their items, each model's scores) -> output columns
-Emit = Callable[[pd.DataFrame, np.ndarray, Scores], dict[str, np.ndarray | list[Any]]]
+# (user, its items, its slice of the extra columns, each model's scores) -> output columns
+Emit = Callable[[int, np.ndarray, dict[str, np.ndarray], Scores], dict[str, np.ndarray]]
 
 
 def _scoring_job(candidates: DataFrame, features_dir: Path, models: dict[str, bytes],
-                 partitions: int, extra_columns: list[str], emit: Emit,
+                 partitions: int, extra_columns: dict[str, Column], emit: Emit,
                  schema: StructType) -> DataFrame:
     """Every user's candidates through compute_features and each model, one user per
-    call; `emit` turns a scored user into output rows."""
+    call; `emit` turns a scored user into output rows. Only numeric columns cross into
+    Python, and a batch is converted to numpy once and cut at user boundaries: per-user
+    pandas work would cost more than the features and the model together."""
     names = sorted(models)
     directory = str(features_dir)
+    extra_names = list(extra_columns)  # the Columns themselves hold JVM handles: not shipped
 
     def score_users(pdf: pd.DataFrame, arrays: object, rankers: dict[str, object]) -> pd.DataFrame:
-        out: dict[str, list[Any]] = {field: [] for field in schema.names}
-        for user, group in pdf.groupby("user_idx", sort=True):
-            scores, ranks = source_matrices(group)
-            items = group["item_idx"].to_numpy()
-            x = compute_features(arrays, int(user), items, scores, ranks)  # type: ignore[arg-type]
-            got = emit(group, items, {n: rankers[n].score(x) for n in names})  # type: ignore[attr-defined]
+        users = pdf["user_idx"].to_numpy()
+        items_all = pdf["item_idx"].to_numpy()
+        scores_all, ranks_all = source_matrices(pdf)
+        extra_all = {name: pdf[name].to_numpy() for name in extra_names}
+        cuts = np.flatnonzero(np.diff(users)) + 1
+        out: dict[str, list[np.ndarray]] = {field: [] for field in schema.names}
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, len(users)], strict=True):
+            items = items_all[lo:hi]
+            x = compute_features(arrays, int(users[lo]), items,  # type: ignore[arg-type]
+                                 scores_all[lo:hi], ranks_all[lo:hi])
+            got = emit(int(users[lo]), items, {k: v[lo:hi] for k, v in extra_all.items()},
+                       {n: rankers[n].score(x) for n in names})  # type: ignore[attr-defined]
             for field, values in got.items():
-                if field == "sources":
-                    out[field].extend(values)
-                else:
-                    out[field].append(values)
-        columns = {}
-        for field in schema.fields:
-            values = out[field.name]
-            if field.name == "sources":
-                columns[field.name] = values
-            else:
-                dtype = np.int32 if isinstance(field.dataType, IntegerType) else np.float32
-                columns[field.name] = (np.concatenate(values) if values else np.zeros(0)).astype(dtype)
-        return pd.DataFrame(columns)
+                out[field].append(values)
+        return pd.DataFrame({
+            field.name: np.concatenate(out[field.name]).astype(
+                np.int32 if isinstance(field.dataType, IntegerType) else np.float32)
+            for field in schema.fields
+        })
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from batch.ranker.scorer import OnnxRanker
@@ -83,10 +85,10 @@ def _scoring_job(candidates: DataFrame, features_dir: Path, models: dict[str, by
         if carry is not None and len(carry):
             yield score_users(carry, arrays, rankers)
 
-    cols = ["user_idx", "item_idx", *[f"score_{s}" for s in SOURCES],
-            *[f"rank_{s}" for s in SOURCES], *extra_columns]
+    cols = [F.col(c) for c in ("user_idx", "item_idx", *[f"score_{s}" for s in SOURCES],
+                               *[f"rank_{s}" for s in SOURCES])]
     return (
-        candidates.select(*cols)
+        candidates.select(*cols, *[col.alias(name) for name, col in extra_columns.items()])
         .repartition(partitions, "user_idx")
         .sortWithinPartitions("user_idx", "item_idx")
         .mapInPandas(run, schema)
@@ -103,19 +105,20 @@ def score_candidates(candidates: DataFrame, features_dir: Path, models: dict[str
         + [StructField(f"score_{n}", FloatType(), False) for n in names]
     )
 
-    def every_row(group: pd.DataFrame, items: np.ndarray, scores: Scores) -> dict[str, Any]:
-        return {"user_idx": group["user_idx"].to_numpy(np.int32), "item_idx": items,
+    def every_row(user: int, items: np.ndarray, extra: dict[str, np.ndarray],
+                  scores: Scores) -> dict[str, np.ndarray]:
+        return {"user_idx": np.full(items.size, user, np.int32), "item_idx": items,
                 **{f"score_{n}": scores[n] for n in names}}
 
-    return _scoring_job(candidates, features_dir, models, partitions, [], every_row, schema)
+    return _scoring_job(candidates, features_dir, models, partitions, {}, every_row, schema)
 
 
-LIST_SCHEMA = StructType([
+_TOP_SCHEMA = StructType([
     StructField("user_idx", IntegerType(), False),
     StructField("item_idx", IntegerType(), False),
     StructField("score", FloatType(), False),
     StructField("rank", IntegerType(), False),
-    StructField("sources", ArrayType(StringType(), False), False),
+    StructField("source_bits", IntegerType(), False),
 ])
 
 
@@ -123,16 +126,24 @@ def ranked_lists(candidates: DataFrame, features_dir: Path, model: bytes, partit
                  top_k: int) -> DataFrame:
     """Each user's top_k by one model's score (descending, item id ascending on ties), with
     rank and the candidate's sources: the published lists, chosen inside the scoring task
-    instead of ranking and re-joining every scored row in Spark."""
+    instead of ranking and re-joining every scored row in Spark. The sources travel as a
+    bit per source (SOURCES order) and become the list again in Spark."""
+    bits = sum(F.when(F.array_contains("sources", name), 1 << i).otherwise(0)
+               for i, name in enumerate(SOURCES))
 
-    def top(group: pd.DataFrame, items: np.ndarray, scores: Scores) -> dict[str, Any]:
+    def top(user: int, items: np.ndarray, extra: dict[str, np.ndarray],
+            scores: Scores) -> dict[str, np.ndarray]:
         score = scores["model"].astype(np.float32)
         order = np.lexsort((items, -score))[:top_k]
-        sources = group["sources"].to_numpy()
-        return {"user_idx": np.full(order.size, group["user_idx"].iloc[0], np.int32),
-                "item_idx": items[order], "score": score[order],
-                "rank": np.arange(1, order.size + 1, dtype=np.int32),
-                "sources": [list(sources[i]) for i in order]}
+        return {"user_idx": np.full(order.size, user, np.int32), "item_idx": items[order],
+                "score": score[order], "rank": np.arange(1, order.size + 1, dtype=np.int32),
+                "source_bits": extra["source_bits"][order]}
 
-    return _scoring_job(candidates, features_dir, {"model": model}, partitions, ["sources"],
-                        top, LIST_SCHEMA)
+    lists = _scoring_job(candidates, features_dir, {"model": model}, partitions,
+                         {"source_bits": bits}, top, _TOP_SCHEMA)
+    sources = F.filter(
+        F.array(*[F.when((F.col("source_bits").bitwiseAND(1 << i)) > 0, F.lit(name))
+                  for i, name in enumerate(SOURCES)]),
+        lambda x: x.isNotNull(),
+    )
+    return lists.select("user_idx", "item_idx", "score", "rank", sources.alias("sources"))
