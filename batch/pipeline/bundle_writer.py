@@ -39,6 +39,32 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
+def _stream_copy(source: Path, target: Path) -> int:
+    """A Spark output directory into one Parquet file, a row group at a time: the full
+    candidate table is the bundle's largest (hundreds of millions of rows at 20M events)
+    and never fits in memory whole. Its files come in a fixed order and each is sorted
+    by (user, item), so reruns write the same bytes; readers that need one global order
+    sort what they load (the service builds its per-user index on load)."""
+    files = sorted(source.glob("part-*.parquet")) if source.is_dir() else [source]
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for path in files:
+            reader = pq.ParquetFile(path)
+            for group in range(reader.num_row_groups):
+                table = reader.read_row_group(group)
+                if writer is None:
+                    writer = pq.ParquetWriter(target, table.schema, compression="zstd")
+                writer.write_table(table.cast(writer.schema))
+                rows += table.num_rows
+        if writer is None:  # no rows at all: an empty file with the stage's schema
+            pq.write_table(pq.read_table(source), target, compression="zstd")
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
+
+
 def _copy_ranker(ctx: RunContext, target: Path) -> None:
     """ranker/ (spec + both ONNX files) and features/ (the full variant's arrays, without
     the factors the bundle root already has) when the rank stage shipped a re-ranker."""
@@ -99,10 +125,8 @@ def assemble(ctx: RunContext, target: Path) -> dict[str, int]:
         }
     )
     _write(recs, target / "recommendations.parquet")
-    cands = pq.read_table(ctx.path("candidates", "full/candidates.parquet")).sort_by(
-        [("user_idx", "ascending"), ("item_idx", "ascending")]
-    )
-    _write(cands, target / "candidates.parquet")
+    n_candidates = _stream_copy(Path(ctx.path("candidates", "full/candidates.parquet")),
+                                target / "candidates.parquet")
     popular = pq.read_table(ctx.path("candidates", "full/popular.parquet")).sort_by(
         [("segment", "ascending"), ("rank", "ascending")]
     )
@@ -117,7 +141,7 @@ def assemble(ctx: RunContext, target: Path) -> dict[str, int]:
         "items": items.num_rows,
         "users": users.num_rows,
         "recommendations": recs.num_rows,
-        "candidates": cands.num_rows,
+        "candidates": n_candidates,
         "popular": popular.num_rows,
         "quarantine": quarantine.num_rows,
         "seen_pairs": seen.num_rows,

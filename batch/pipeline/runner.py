@@ -21,6 +21,7 @@ STAGES = (
     "evaluate", "gate", "publish",
 )
 SPARK_STAGE_NAMES = frozenset({"validate", "embeddings", "candidates", "features", "rank", "evaluate"})
+LAST_SPARK_STAGE = [name for name in STAGES if name in SPARK_STAGE_NAMES][-1]
 
 
 class PipelineRunner:
@@ -86,6 +87,11 @@ class PipelineRunner:
                 results[name] = self.run_stage(name, i)
                 if name == stop_after:
                     break
+                if name == LAST_SPARK_STAGE:
+                    # The driver-only stages after it (gate, publish) need the memory the
+                    # Spark JVM holds: at 20M events its heap plus the bundle writer's
+                    # tables would not fit in 24 GB together.
+                    self.close()
         finally:
             log.info("%s", self.timings.summary())
             self.close()
