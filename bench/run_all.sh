@@ -2,7 +2,7 @@
 # `make bench`: every benchmark, one after the other (never two at once: they share 2 cores).
 # Results land in bench/results/; the README quotes them. Sets are chosen by BENCH_SETS
 # (default: ml-latest-small plus the 1M and 5M generated sets; add 20m for the full scale
-# run: over an hour on a 2-core machine, see the README).
+# run: about 45 minutes on a 2-core machine, see the README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

@@ -3,7 +3,7 @@ encoder, a measurable share of a cached request's CPU time at saturation."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from flask import Flask, Response
@@ -29,4 +29,5 @@ class OrjsonProvider(DefaultJSONProvider):
     def response(self, *args: Any, **kwargs: Any) -> Response:
         obj = self._prepare_response_obj(args, kwargs)
         body = orjson.dumps(obj, default=self._fallback, option=_OPTIONS)
-        return self._app.response_class(body, mimetype=self.mimetype)
+        app = cast(Flask, self._app)  # typed as the sans-IO base; it is the Flask app
+        return app.response_class(body, mimetype=self.mimetype)
