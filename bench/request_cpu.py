@@ -1,0 +1,71 @@
+"""CPU time per request of the service's code, in one process, through the Flask test client.
+
+Compares the trivial endpoint with the full path (scored cache warm: known users cycled) and
+the uncached full path (a new context per request), as `time.process_time()` per request,
+median of interleaved rounds. No sockets, no gunicorn: it isolates the application's own
+cost, so two versions of the code can be compared on the same bundle one after the other
+(e.g. `git stash; python bench/request_cpu.py ...; git stash pop`).
+
+    .venv/bin/python bench/request_cpu.py --artifacts /tmp/recsys-bench/art-mls [--label new]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from online.app import create_app  # noqa: E402
+from shared.bundle import current_bundle  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifacts", type=Path, required=True)
+    parser.add_argument("--requests", type=int, default=1500, help="per phase and round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--label", default="")
+    args = parser.parse_args()
+
+    app = create_app({"artifacts": args.artifacts, "reload_poll_seconds": 0, "request_log": True})
+    client = app.test_client()
+    table = pq.read_table(current_bundle(args.artifacts) / "recommendations.parquet", columns=["user_id"])
+    users = [str(u) for u in table.column("user_id").unique().to_pylist()]
+    client.get("/readyz")
+    cached = [json.dumps({"user_id": u, "k": 20}) for u in users]
+    fresh = iter(
+        json.dumps({"user_id": users[i % len(users)], "k": 20, "context": {"device": f"d{i}"}})
+        for i in range(args.requests * args.rounds)
+    )
+    for body in cached:  # warm the scored cache and every code path
+        client.post("/v1/recommendations", data=body, content_type="application/json")
+
+    def phase(kind: str) -> float:
+        start = time.process_time()
+        for i in range(args.requests):
+            if kind == "ping":
+                client.get("/v1/ping")
+            else:
+                body = cached[i % len(cached)] if kind == "cached" else next(fresh)
+                client.post("/v1/recommendations", data=body, content_type="application/json")
+        return (time.process_time() - start) / args.requests * 1e6
+
+    samples: dict[str, list[float]] = {"ping": [], "cached": [], "uncached": []}
+    for _ in range(args.rounds):
+        for kind, values in samples.items():
+            values.append(phase(kind))
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    print(json.dumps({"label": args.label, "cpu_us_per_request": {k: round(v) for k, v in med.items()},
+                      "ping_over_cached": round(med["ping"] / med["cached"], 3),
+                      "ping_over_uncached": round(med["ping"] / med["uncached"], 3)}))
+
+
+if __name__ == "__main__":
+    main()
