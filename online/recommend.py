@@ -234,7 +234,7 @@ class Recommender:
                 first_genre=bundle.first_genre,
                 k=q.k,
             )
-        rows = [item_row(bundle, int(items[p]), float(scored[p]), ["caller"]) for p in picked]
+        rows = item_rows(bundle, items[picked], scored[picked], [["caller"] for _ in picked])
         metrics.SERVED.labels("rerank", served_by).inc()
         for reason in reasons:
             metrics.FALLBACKS.labels(reason).inc()
@@ -247,27 +247,14 @@ class Recommender:
         with Stage(self.costs, "similar"):
             found = retrieval.item_neighbours(bundle, item_idx, k)
         metrics.SERVED.labels("similar", "ann").inc()
-        return [
-            item_row(bundle, int(i), float(s), ["ann"])
-            for i, s in zip(found.items, found.scores, strict=True)
-        ]
-
-
-def item_row(
-    bundle: LoadedBundle, item_idx: int, score: float, sources: list[str]
-) -> dict[str, Any]:
-    return {
-        "item_id": bundle.item_ids[item_idx],
-        "score": round(score, 6),
-        "sources": sources,
-        "title": bundle.titles[item_idx] or None,
-    }
+        return item_rows(bundle, found.items, found.scores, [["ann"] for _ in found.items])
 
 
 def item_rows(
     bundle: LoadedBundle, items: np.ndarray, scores: np.ndarray, sources: list[list[str]]
 ) -> list[dict[str, Any]]:
-    """item_row for a whole answer: one conversion to Python numbers instead of one per item."""
+    """The answer's rows (id, score rounded to 6 decimals, sources, title), with one
+    conversion to Python numbers for the whole answer instead of one per item."""
     ids, titles = bundle.item_ids, bundle.titles
     return [
         {"item_id": ids[i], "score": s, "sources": src, "title": titles[i] or None}
