@@ -15,6 +15,8 @@ Files in a bundle (all relative to the run directory):
   seen_indices.npy         int32 [nnz]
   recommendations.parquet  user_idx, user_id, rank (1..K), item_idx, item_id, score, sources
   candidates.parquet       user_idx, item_idx, sources, score_<source>, rank_<source>
+  candidate_*.npy          the same scores and ranks as per-user CSR arrays the service
+                           memory-maps (indptr, items, scores, ranks; shared/candidate_arrays.py)
   popular.parquet          segment ("__global__" or a region), rank, item_idx, item_id, score
   quarantine.parquet       the rows refused by validation, with their reason
   metrics.json             evaluation metrics of the run (also in the manifest)
@@ -35,9 +37,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from shared.candidate_arrays import FILES as CANDIDATE_ARRAY_FILES
 from shared.errors import BundleError
 
-SCHEMA_VERSION = 1
+# 2: the candidate_*.npy arrays (the service no longer loads candidates.parquet).
+SCHEMA_VERSION = 2
 CURRENT_FILE = "CURRENT"
 RUNS_DIR = "runs"
 MANIFEST_FILE = "manifest.json"
@@ -53,6 +57,7 @@ REQUIRED_FILES = (
     "seen_indices.npy",
     "recommendations.parquet",
     "candidates.parquet",
+    *CANDIDATE_ARRAY_FILES,
     "popular.parquet",
     "metrics.json",
 )

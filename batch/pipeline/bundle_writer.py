@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pyarrow.parquet as pq
 
 from batch.pipeline.context import RunContext
 from batch.pipeline.index_stage import read_vectors
+from shared import candidate_arrays
 from shared.bundle import FEATURES_DIR, RANKER_DIR, RANKER_SPEC
 from shared.features import ARRAY_NAMES
 
@@ -39,13 +41,22 @@ def _write(table: pa.Table, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def _stream_copy(source: Path, target: Path) -> int:
-    """A Spark output directory into one Parquet file, a row group at a time: the full
-    candidate table is the bundle's largest (hundreds of millions of rows at 20M events)
-    and never fits in memory whole. Its files come in a fixed order and each is sorted
-    by (user, item), so reruns write the same bytes; readers that need one global order
-    sort what they load (the service builds its per-user index on load)."""
+def _user_columns(files: list[Path]) -> Iterator[np.ndarray]:
+    for path in files:
+        reader = pq.ParquetFile(path)
+        for group in range(reader.num_row_groups):
+            yield reader.read_row_group(group, columns=["user_idx"])["user_idx"].to_numpy()
+
+
+def _write_candidates(source: Path, target: Path, n_users: int) -> int:
+    """The full variant's candidate table into the bundle twice, a row group at a time:
+    candidates.parquet for analysts and the per-user arrays the service memory-maps
+    (shared/candidate_arrays.py). The table is the bundle's largest (hundreds of millions of
+    rows at 20M events) and never fits in memory whole. Its files come in a fixed order and
+    each is sorted by (user, item), so reruns write the same bytes."""
     files = sorted(source.glob("part-*.parquet")) if source.is_dir() else [source]
+    counts = candidate_arrays.rows_per_user(_user_columns(files), n_users)
+    arrays = candidate_arrays.CandidateArrayWriter(target, counts)
     rows = 0
     writer: pq.ParquetWriter | None = None
     try:
@@ -54,14 +65,17 @@ def _stream_copy(source: Path, target: Path) -> int:
             for group in range(reader.num_row_groups):
                 table = reader.read_row_group(group)
                 if writer is None:
-                    writer = pq.ParquetWriter(target, table.schema, compression="zstd")
+                    writer = pq.ParquetWriter(target / "candidates.parquet", table.schema,
+                                              compression="zstd")
                 writer.write_table(table.cast(writer.schema))
+                arrays.add(table)
                 rows += table.num_rows
         if writer is None:  # no rows at all: an empty file with the stage's schema
-            pq.write_table(pq.read_table(source), target, compression="zstd")
+            pq.write_table(pq.read_table(source), target / "candidates.parquet", compression="zstd")
     finally:
         if writer is not None:
             writer.close()
+    arrays.close()
     return rows
 
 
@@ -125,8 +139,9 @@ def assemble(ctx: RunContext, target: Path) -> dict[str, int]:
         }
     )
     _write(recs, target / "recommendations.parquet")
-    n_candidates = _stream_copy(Path(ctx.path("candidates", "full/candidates.parquet")),
-                                target / "candidates.parquet")
+    n_candidates = _write_candidates(
+        Path(ctx.path("candidates", "full/candidates.parquet")), target, n_users
+    )
     popular = pq.read_table(ctx.path("candidates", "full/popular.parquet")).sort_by(
         [("segment", "ascending"), ("rank", "ascending")]
     )

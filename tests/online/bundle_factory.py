@@ -27,6 +27,7 @@ from shared.bundle import (
     run_dir,
     write_current,
 )
+from shared.candidate_arrays import write_candidate_arrays
 
 SEEN_PER_USER = 5
 LIST_LENGTH = 30
@@ -135,7 +136,9 @@ def build_bundle(
             ],
         ]
     )
-    pq.write_table(pa.table(cand_rows, schema=cand_schema), out / "candidates.parquet")
+    candidates = pa.table(cand_rows, schema=cand_schema)
+    pq.write_table(candidates, out / "candidates.parquet")
+    write_candidate_arrays(candidates, out, n_users)
 
     popularity = np.arange(n_items, 0, -1, dtype=np.float32)  # item 0 most popular
     pop_rows: dict[str, list[object]] = {

@@ -54,8 +54,8 @@ def test_batch_source_columns_reach_the_features(ranked: Path) -> None:
     from online.ranker_features import RankerFeatures
 
     features = RankerFeatures(ranked / "runs" / "run-r")
-    lo, hi = features.indptr[0], features.indptr[1]
-    stored = features.items[lo:hi]
+    lo, hi = features.candidates.indptr[0], features.candidates.indptr[1]
+    stored = np.asarray(features.candidates.items[lo:hi])
     unknown = np.setdiff1d(np.arange(200), stored)[:1]
     scores, ranks = features.source_matrices(0, np.concatenate([stored[:2], unknown]))
     assert scores is not None and ranks is not None

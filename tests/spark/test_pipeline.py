@@ -16,6 +16,8 @@ import pytest
 
 from batch.pipeline.publish import rollback
 from shared.bundle import current_bundle, load_manifest, read_current, verify_bundle
+from shared.candidate_arrays import FILES as CANDIDATE_ARRAY_FILES
+from shared.candidate_arrays import RANK_COLUMNS, SCORE_COLUMNS, CandidateArrays
 from shared.errors import QualityGateFailed
 from shared.warehouse import connect_read_only
 from tests.conftest import run_pipeline, tiny_config
@@ -46,6 +48,21 @@ def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -
     assert manifest.row_counts["recommendations"] == len(recs)
 
 
+def test_candidate_arrays_hold_the_published_candidate_table(pipeline_artifacts: Path) -> None:
+    bundle = current_bundle(pipeline_artifacts)
+    arrays = CandidateArrays.load(bundle)
+    table = pq.read_table(bundle / "candidates.parquet").to_pandas()
+    table = table.sort_values(["user_idx", "item_idx"], kind="stable")
+    n_users = len(pq.read_table(bundle / "users.parquet"))
+    assert arrays.n_users == n_users and int(arrays.indptr[-1]) == len(table) > 0
+    counts = np.bincount(table["user_idx"].to_numpy(), minlength=n_users)
+    assert np.array_equal(np.diff(arrays.indptr), counts)
+    assert np.array_equal(arrays.items, table["item_idx"].to_numpy())
+    for got, columns in ((arrays.scores, SCORE_COLUMNS), (arrays.ranks, RANK_COLUMNS)):
+        expected = table[list(columns)].astype("float64").to_numpy(np.float32, na_value=np.nan)
+        np.testing.assert_array_equal(got, expected)  # NaN where the source did not propose
+
+
 def test_unchanged_rerun_gives_identical_outputs(spark, tiny_data: Path, pipeline_artifacts: Path,
                                                  tmp_path: Path) -> None:
     artifacts = tmp_path / "art"
@@ -56,7 +73,7 @@ def test_unchanged_rerun_gives_identical_outputs(spark, tiny_data: Path, pipelin
     after = load_manifest(current_bundle(artifacts))
     assert after.run_id == before.run_id
     for name in ("recommendations.parquet", "candidates.parquet", "popular.parquet",
-                 "item_factors.npy", "user_factors.npy", "seen_indices.npy", "items.parquet"):
+                 *CANDIDATE_ARRAY_FILES, "item_factors.npy", "user_factors.npy", "seen_indices.npy", "items.parquet"):
         assert after.files[name] == before.files[name], name
     assert after.metrics == before.metrics
 
