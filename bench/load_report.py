@@ -33,7 +33,10 @@ def worker_memory(master: int) -> list[dict[str, Any]]:
         rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         pss = int(re.search(r"Pss:\s+(\d+)", rollup).group(1))  # type: ignore[union-attr]
-        out.append({"pid": int(pid), "rss_mib": rss / 1024, "pss_mib": pss / 1024})
+        anon = int(re.search(r"Anonymous:\s+(\d+)", rollup).group(1))  # type: ignore[union-attr]
+        out.append(
+            {"pid": int(pid), "rss_mib": rss / 1024, "pss_mib": pss / 1024, "anon_mib": anon / 1024}
+        )
     return out
 
 
@@ -163,12 +166,16 @@ def report(
         "",
         "## Memory per worker (after the run)",
         "",
-        "| pid | RSS MiB | PSS MiB |",
-        "|---|---|---|",
-        *[f"| {m['pid']} | {m['rss_mib']:.0f} | {m['pss_mib']:.0f} |" for m in memory],
+        "| pid | RSS MiB | PSS MiB | anonymous MiB |",
+        "|---|---|---|---|",
+        *[
+            f"| {m['pid']} | {m['rss_mib']:.0f} | {m['pss_mib']:.0f} | {m['anon_mib']:.0f} |"
+            for m in memory
+        ],
         "",
         "PSS splits shared pages (the memory-mapped factor arrays, libraries) between the "
-        "workers; RSS counts them in each.",
+        "workers; RSS counts them in each. Anonymous is the worker's own heap: what the "
+        "bundle's memory-mapped arrays do not cover and the kernel cannot reclaim.",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from online.cache import LRUCache
 from shared.bundle import GLOBAL_SEGMENT, BundleManifest, verify_bundle
 from shared.errors import BundleError
+from shared.recommendation_arrays import RecommendationArrays
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class LoadedBundle:
     index: Any  # faiss.Index
     seen_indptr: np.ndarray
     seen_indices: np.ndarray
-    rec_indptr: np.ndarray  # CSR over user_idx of the precomputed lists, rank order
+    rec_indptr: np.ndarray  # CSR over user_idx of the precomputed lists, rank order (mmap)
     rec_items: np.ndarray
     rec_scores: np.ndarray
     rec_sources: np.ndarray  # uint32 bitmask over source_names
@@ -135,29 +135,14 @@ def _load_users(path: Path) -> dict[str, Any]:
     return {"user_index": dict(zip(ids, map(int, idx), strict=True)), "user_region": regions}
 
 
-def _load_recommendations(path: Path, n_users: int) -> dict[str, Any]:
-    table = _read(path, ["user_idx", "rank", "item_idx", "score", "sources"])
-    users = table.column("user_idx").to_numpy().astype(np.int64)
-    order = np.lexsort((table.column("rank").to_numpy(), users))
-    sources = table.column("sources").combine_chunks()
-    flat = pc.list_flatten(sources)
-    parents = pc.list_parent_indices(sources).to_numpy()
-    encoded = pc.dictionary_encode(flat)
-    names = [str(s) for s in encoded.dictionary.to_pylist()]
-    if len(names) > 32:
-        raise BundleError(f"recommendations.parquet: {len(names)} source tags, at most 32")
-    masks = np.zeros(len(table), dtype=np.uint32)
-    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.uint32)
-    np.bitwise_or.at(masks, parents, np.left_shift(np.uint32(1), codes))
-    counts = np.bincount(users, minlength=n_users)[:n_users]
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
+def _load_recommendations(bundle_dir: Path, n_users: int) -> dict[str, Any]:
+    lists = RecommendationArrays.load(bundle_dir, n_users)
     return {
-        "rec_indptr": indptr,
-        "rec_items": table.column("item_idx").to_numpy().astype(np.int32)[order],
-        "rec_scores": table.column("score").to_numpy().astype(np.float32)[order],
-        "rec_sources": masks[order],
-        "source_names": names,
+        "rec_indptr": lists.indptr,
+        "rec_items": lists.items,
+        "rec_scores": lists.scores,
+        "rec_sources": lists.sources,
+        "source_names": lists.source_names,
     }
 
 
@@ -205,7 +190,7 @@ def load_bundle(path: Path, verify_checksums: bool = True) -> LoadedBundle:
         index=index,
         seen_indptr=seen_indptr,
         seen_indices=seen_indices,
-        **_load_recommendations(path / "recommendations.parquet", n_users),
+        **_load_recommendations(path, n_users),
         popular=_load_popular(path / "popular.parquet"),
     )
     check_shapes(bundle)

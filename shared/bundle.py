@@ -14,6 +14,8 @@ Files in a bundle (all relative to the run directory):
   seen_indptr.npy          int64 [n_users + 1]  CSR of items each user interacted with
   seen_indices.npy         int32 [nnz]
   recommendations.parquet  user_idx, user_id, rank (1..K), item_idx, item_id, score, sources
+  rec_*.npy, rec_sources.json  the same lists as per-user CSR arrays the service memory-maps
+                           (indptr, items, scores, source bitmasks; shared/recommendation_arrays.py)
   candidates.parquet       user_idx, item_idx, sources, score_<source>, rank_<source>
   candidate_*.npy          the same scores and ranks as per-user CSR arrays the service
                            memory-maps (indptr, items, scores, ranks; shared/candidate_arrays.py)
@@ -39,8 +41,9 @@ from pydantic import BaseModel, Field
 
 from shared.candidate_arrays import FILES as CANDIDATE_ARRAY_FILES
 from shared.errors import BundleError
+from shared.recommendation_arrays import FILES as RECOMMENDATION_ARRAY_FILES
 
-# 2: the candidate_*.npy arrays (the service no longer loads candidates.parquet).
+# 2: the candidate_*.npy and rec_*.npy arrays (the service reads no Parquet table per user).
 SCHEMA_VERSION = 2
 CURRENT_FILE = "CURRENT"
 RUNS_DIR = "runs"
@@ -58,6 +61,7 @@ REQUIRED_FILES = (
     "recommendations.parquet",
     "candidates.parquet",
     *CANDIDATE_ARRAY_FILES,
+    *RECOMMENDATION_ARRAY_FILES,
     "popular.parquet",
     "metrics.json",
 )

@@ -16,6 +16,7 @@ from batch.pipeline.index_stage import read_vectors
 from shared import candidate_arrays
 from shared.bundle import FEATURES_DIR, RANKER_DIR, RANKER_SPEC
 from shared.features import ARRAY_NAMES
+from shared.recommendation_arrays import write_recommendation_arrays
 
 
 def _dense(ids: np.ndarray, vectors: np.ndarray, size: int) -> np.ndarray:
@@ -139,6 +140,7 @@ def assemble(ctx: RunContext, target: Path) -> dict[str, int]:
         }
     )
     _write(recs, target / "recommendations.parquet")
+    write_recommendation_arrays(recs, target, n_users)
     n_candidates = _write_candidates(
         Path(ctx.path("candidates", "full/candidates.parquet")), target, n_users
     )

@@ -28,6 +28,7 @@ from shared.bundle import (
     write_current,
 )
 from shared.candidate_arrays import write_candidate_arrays
+from shared.recommendation_arrays import write_recommendation_arrays
 
 SEEN_PER_USER = 5
 LIST_LENGTH = 30
@@ -123,7 +124,9 @@ def build_bundle(
             ("sources", pa.list_(pa.string())),
         ]
     )
-    pq.write_table(pa.table(rec_rows, schema=rec_schema), out / "recommendations.parquet")
+    recommendations = pa.table(rec_rows, schema=rec_schema)
+    pq.write_table(recommendations, out / "recommendations.parquet")
+    write_recommendation_arrays(recommendations, out, n_users)
     cand_schema = pa.schema(
         [
             ("user_idx", pa.int32()),

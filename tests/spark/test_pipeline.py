@@ -19,6 +19,8 @@ from shared.bundle import current_bundle, load_manifest, read_current, verify_bu
 from shared.candidate_arrays import FILES as CANDIDATE_ARRAY_FILES
 from shared.candidate_arrays import RANK_COLUMNS, SCORE_COLUMNS, CandidateArrays
 from shared.errors import QualityGateFailed
+from shared.recommendation_arrays import FILES as RECOMMENDATION_ARRAY_FILES
+from shared.recommendation_arrays import RecommendationArrays
 from shared.warehouse import connect_read_only
 from tests.conftest import run_pipeline, tiny_config
 
@@ -63,6 +65,22 @@ def test_candidate_arrays_hold_the_published_candidate_table(pipeline_artifacts:
         np.testing.assert_array_equal(got, expected)  # NaN where the source did not propose
 
 
+def test_recommendation_arrays_hold_the_published_lists(pipeline_artifacts: Path) -> None:
+    bundle = current_bundle(pipeline_artifacts)
+    n_users = len(pq.read_table(bundle / "users.parquet"))
+    lists = RecommendationArrays.load(bundle, n_users)
+    recs = pq.read_table(bundle / "recommendations.parquet").to_pandas()
+    assert int(lists.indptr[-1]) == len(recs) > 0
+    for user_idx, group in recs.groupby("user_idx"):
+        lo, hi = lists.indptr[user_idx], lists.indptr[user_idx + 1]
+        group = group.sort_values("rank")
+        assert lists.items[lo:hi].tolist() == group["item_idx"].tolist()
+        assert np.allclose(lists.scores[lo:hi], group["score"].to_numpy())
+        decoded = [sorted(n for b, n in enumerate(lists.source_names) if int(mask) >> b & 1)
+                   for mask in lists.sources[lo:hi]]
+        assert decoded == [sorted(s) for s in group["sources"]]
+
+
 def test_unchanged_rerun_gives_identical_outputs(spark, tiny_data: Path, pipeline_artifacts: Path,
                                                  tmp_path: Path) -> None:
     artifacts = tmp_path / "art"
@@ -73,7 +91,7 @@ def test_unchanged_rerun_gives_identical_outputs(spark, tiny_data: Path, pipelin
     after = load_manifest(current_bundle(artifacts))
     assert after.run_id == before.run_id
     for name in ("recommendations.parquet", "candidates.parquet", "popular.parquet",
-                 *CANDIDATE_ARRAY_FILES, "item_factors.npy", "user_factors.npy", "seen_indices.npy", "items.parquet"):
+                 *CANDIDATE_ARRAY_FILES, *RECOMMENDATION_ARRAY_FILES, "item_factors.npy", "user_factors.npy", "seen_indices.npy", "items.parquet"):
         assert after.files[name] == before.files[name], name
     assert after.metrics == before.metrics
 

@@ -1,0 +1,77 @@
+"""The published lists as per-user arrays: round trip, source bitmasks, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from shared.errors import BundleError
+from shared.recommendation_arrays import (
+    INDPTR_FILE,
+    SOURCE_NAMES_FILE,
+    RecommendationArrays,
+    source_bitmasks,
+    write_recommendation_arrays,
+)
+
+
+def _lists(rows: list[tuple[int, int, int, float, list[str]]]) -> pa.Table:
+    users, ranks, items, scores, sources = (list(c) for c in zip(*rows, strict=True))
+    return pa.table(
+        {
+            "user_idx": pa.array(users, pa.int32()),
+            "rank": pa.array(ranks, pa.int32()),
+            "item_idx": pa.array(items, pa.int32()),
+            "score": pa.array(scores, pa.float32()),
+            "sources": pa.array(sources, pa.list_(pa.string())),
+        }
+    )
+
+
+def test_lists_round_trip_per_user_with_their_sources(tmp_path: Path) -> None:
+    table = _lists(
+        [
+            (0, 1, 7, 0.9, ["cooc"]),
+            (0, 2, 3, 0.5, ["ann", "popular"]),
+            (2, 1, 4, 0.8, ["popular", "ann", "cooc"]),
+        ]
+    )
+    write_recommendation_arrays(table, tmp_path, n_users=3)
+    lists = RecommendationArrays.load(tmp_path, n_users=5)  # two users after the last list
+    assert lists.source_names == ["ann", "cooc", "popular"]
+    assert lists.indptr.tolist() == [0, 2, 2, 3, 3, 3]
+    assert lists.items.tolist() == [7, 3, 4]
+    assert lists.scores.tolist() == pytest.approx([0.9, 0.5, 0.8])
+    assert lists.sources.tolist() == [0b010, 0b101, 0b111]
+    assert type(lists.items) is np.ndarray  # a plain view of the map: serialisable as is
+
+
+def test_bitmasks_ignore_null_tags_and_refuse_more_than_32() -> None:
+    masks, names = source_bitmasks(pa.array([["b", None], [], ["a"]], pa.list_(pa.string())))
+    assert names == ["a", "b"] and masks.tolist() == [0b10, 0, 0b01]
+    too_many = pa.array([[f"s{i}" for i in range(33)]], pa.list_(pa.string()))
+    with pytest.raises(ValueError, match="33 source tags, at most 32"):
+        source_bitmasks(too_many)
+
+
+def test_unsorted_lists_are_refused(tmp_path: Path) -> None:
+    table = _lists([(1, 1, 7, 0.9, ["ann"]), (0, 1, 3, 0.5, ["ann"])])
+    with pytest.raises(ValueError, match="sorted by user_idx"):
+        write_recommendation_arrays(table, tmp_path, n_users=2)
+
+
+def test_load_refuses_inconsistent_or_missing_arrays(tmp_path: Path) -> None:
+    write_recommendation_arrays(_lists([(0, 1, 7, 0.9, ["ann"])]), tmp_path, n_users=1)
+    np.save(tmp_path / INDPTR_FILE, np.array([0, 4], dtype=np.int64))
+    with pytest.raises(BundleError, match="disagree"):
+        RecommendationArrays.load(tmp_path, n_users=1)
+    (tmp_path / SOURCE_NAMES_FILE).write_text(json.dumps({"ann": 0}))
+    with pytest.raises(BundleError, match="list of source names"):
+        RecommendationArrays.load(tmp_path, n_users=1)
+    (tmp_path / SOURCE_NAMES_FILE).unlink()
+    with pytest.raises(BundleError, match="unreadable"):
+        RecommendationArrays.load(tmp_path, n_users=1)
