@@ -2,8 +2,8 @@
 
 The service answers from the precomputed lists (fallback, and the batch candidates of the
 full path), so it needs them indexed by user. recommendations.parquet holds them for
-analysts, but decoding it in every worker (the `sources` lists above all) took 17 s and
-~4 GB per worker for the 40M rows of a 20M-event bundle. Publish therefore also writes them
+analysts, but decoding it in every worker (the `sources` lists above all) took 8-11 s and
+a 5 GB peak per worker for the 40M rows of a 20M-event bundle. Publish therefore also writes them
 as arrays that every worker memory-maps: nothing to decode, one copy in the page cache.
 
 Files (next to recommendations.parquet in the bundle):

@@ -52,8 +52,8 @@ def _user_columns(files: list[Path]) -> Iterator[np.ndarray]:
 def _write_candidates(source: Path, target: Path, n_users: int) -> int:
     """The full variant's candidate table into the bundle twice, a row group at a time:
     candidates.parquet for analysts and the per-user arrays the service memory-maps
-    (shared/candidate_arrays.py). The table is the bundle's largest (hundreds of millions of
-    rows at 20M events) and never fits in memory whole. Its files come in a fixed order and
+    (shared/candidate_arrays.py). The table is the bundle's largest (126M rows at 20M
+    events) and never fits in memory whole. Its files come in a fixed order and
     each is sorted by (user, item), so reruns write the same bytes."""
     files = sorted(source.glob("part-*.parquet")) if source.is_dir() else [source]
     counts = candidate_arrays.rows_per_user(_user_columns(files), n_users)
