@@ -3,8 +3,9 @@
 `shared.features.compute_features` reads the bundle's `features/` arrays and, per candidate,
 the score and rank each batch source (ann, cooc, popular) gave it; those come from the
 bundle's memory-mapped candidate arrays (shared/candidate_arrays.py), so an item the batch
-side proposed gets the same features here as in training and batch scoring. Items only the service proposed (online ANN, recent items)
-have no batch source: NaN, which compute_features turns into the "absent" defaults.
+side proposed gets the same features here as in training and batch scoring. Items only the
+service proposed (online ANN, recent items) have no batch source: NaN, which
+compute_features turns into the "absent" defaults.
 """
 
 from __future__ import annotations
