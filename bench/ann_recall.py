@@ -15,7 +15,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from batch.pipeline.ann_index import build_index, recall_at_k
+from batch.index.ann import build_index, recall_at_k
 from shared.bundle import current_bundle
 from shared.config import IndexConfig
 

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from batch.pipeline.warehouse_build import (
+from batch.publish.warehouse_build import (
     METRICS_SCHEMA,
     RUNS_SCHEMA,
     WarehouseInputs,

@@ -22,6 +22,8 @@ from typing import Any
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset
 
+from shared.errors import StageFailed
+
 log = logging.getLogger("recsys.dags")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,20 +34,6 @@ DEFAULT_SPARK_APPLICATION = REPO_ROOT / "batch" / "spark_entry.py"
 # fixed at parse time would lie about where the bundle is. The run id and path travel in
 # the asset event's `extra` instead.
 BUNDLE_ASSET = Asset(name="recsys_bundle_current", uri="recsys://bundle/current")
-
-# Submitted with spark-submit, in pipeline order (gate, publish and the re-ranker training
-# need no Spark: CLI tasks). `index` builds FAISS without a Spark session but goes through
-# spark-submit too, so that on a cluster it runs where the other stages' outputs are.
-SPARK_STAGES: tuple[str, ...] = (
-    "validate",
-    "embeddings",
-    "index",
-    "candidates",
-    "features",
-    "rank",
-    "evaluate",
-)
-
 
 def env_int(name: str, default: int) -> int:
     """An int from the environment; a bad value falls back loudly rather than breaking a parse."""
@@ -226,28 +214,6 @@ def run_recsys(args: Sequence[str], label: str, timeout_s: float | None = None) 
     if rc != 0:
         raise StageFailed(label, rc, lines)
     return "\n".join(lines)
-
-
-class StageFailed(RuntimeError):
-    """A CLI stage exited non-zero; the message carries the stage's own last words."""
-
-    def __init__(self, stage: str, returncode: int, output: Sequence[str]) -> None:
-        self.stage = stage
-        self.returncode = returncode
-        self.output = list(output)
-        self.reason = _reason_from_output(output)
-        super().__init__(f"stage {stage} failed (exit {returncode}): {self.reason}")
-
-
-def _reason_from_output(output: Sequence[str]) -> str:
-    """The most telling line: the CLI's `error: msg` (or a `...Error: msg` traceback line),
-    else the last lines."""
-    for line in reversed(output):
-        low = line.lower()
-        if "error:" in low or "failed:" in low:
-            return line.strip()
-    tail = [line.strip() for line in output if line.strip()][-3:]
-    return " | ".join(tail) or "no output"
 
 
 # --------------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from typing import Any
 
 from _common import (
     BUNDLE_ASSET,
-    SPARK_STAGES,
     RecsysSparkStageOperator,
     StageFailed,
     describe_expected_input,
@@ -39,6 +38,9 @@ from _common import (
 )
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, chain, dag, task
 
+from batch.stages import BY_NAME, STAGES, StageSpec
+from shared.errors import QualityGateFailed
+
 log = logging.getLogger("recsys.dags")
 
 # How long to wait for the day's input before failing the run, and how often to look.
@@ -47,27 +49,9 @@ log = logging.getLogger("recsys.dags")
 INPUT_WAIT_SECONDS = env_int("RECSYS_INPUT_WAIT_SECONDS", 6 * 3600)
 INPUT_POKE_SECONDS = max(1, env_int("RECSYS_INPUT_POKE_SECONDS", 300))
 
-# >>> RE-RANKER STAGES: CLI tasks (torch on the worker, no Spark) run between the Spark
-# `features` stage and `rank`, which scores with the trained model. An ONNX export/quantize
-# stage goes here too when batch/ splits it out of train_ranker; a re-ranker stage that needs
-# Spark goes into SPARK_STAGES in _common.py instead (at its place before "rank"). <<<
-RERANKER_STAGES: tuple[str, ...] = ("train_ranker",)
-
-# Per-task wall-clock limits, sized for a catalog ~100x ml-latest-small on a small cluster;
-# a stuck JVM or a hung HTTP call fails (and retries) instead of blocking the night.
-STAGE_TIMEOUTS: dict[str, timedelta] = {
-    "validate": timedelta(minutes=30),
-    "embeddings": timedelta(hours=2),
-    "index": timedelta(minutes=45),
-    "candidates": timedelta(hours=2),
-    "features": timedelta(hours=1),
-    "train_ranker": timedelta(hours=2),
-    "rank": timedelta(hours=1),
-    "evaluate": timedelta(minutes=45),
-    "gate": timedelta(minutes=10),
-    "publish": timedelta(minutes=15),
-    "notify_service": timedelta(minutes=2),
-}
+# The stages, their order, their kind (Spark-submitted or CLI) and their timeouts come from
+# the one registry, batch/stages/__init__.py (import-light: no pyspark, no torch).
+NOTIFY_TIMEOUT = timedelta(minutes=2)
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "recsys",
@@ -158,30 +142,30 @@ def recsys_nightly() -> None:
         log.info("waiting for input (%.0fs of %ss): %s", waited, wait_seconds, expected)
         return PokeReturnValue(is_done=False)
 
-    def cli_task(stage: str) -> Any:
+    def cli_task(spec: StageSpec) -> Any:
         """A non-Spark stage run through `recsys batch stage STAGE ...`."""
 
-        @task(task_id=stage, execution_timeout=STAGE_TIMEOUTS.get(stage))
+        @task(task_id=spec.name, execution_timeout=spec.timeout)
         def _run(**context: Any) -> None:
-            run_cli_stage(stage, context)
+            run_cli_stage(spec.name, context)
 
         return _run()
 
-    @task(task_id="gate", execution_timeout=STAGE_TIMEOUTS["gate"])
+    @task(task_id="gate", execution_timeout=BY_NAME["gate"].timeout)
     def gate(**context: Any) -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         try:
             run_cli_stage("gate", context)
         except StageFailed as exc:
-            if "quality gate" not in exc.reason.lower():
+            if exc.returncode != QualityGateFailed.exit_code:
                 raise  # a crash, not a verdict: let the retries have a go
             # A quality verdict is deterministic: retrying cannot change it, so fail now with
             # the gate's own reason; publish (all_success) is then skipped as upstream_failed
             # and CURRENT keeps pointing at the last good bundle.
             raise AirflowFailException(exc.reason.removeprefix("error: ")) from exc
 
-    @task(task_id="publish", outlets=[BUNDLE_ASSET], execution_timeout=STAGE_TIMEOUTS["publish"])
+    @task(task_id="publish", outlets=[BUNDLE_ASSET], execution_timeout=BY_NAME["publish"].timeout)
     def publish(**context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowSkipException
 
@@ -212,7 +196,7 @@ def recsys_nightly() -> None:
         log.info("published %s", json.dumps(published))
         return published
 
-    @task(task_id="notify_service", retries=0, execution_timeout=STAGE_TIMEOUTS["notify_service"])
+    @task(task_id="notify_service", retries=0, execution_timeout=NOTIFY_TIMEOUT)
     def notify_service(published: dict[str, Any]) -> str:
         """Tell the service to load the new bundle now. Best effort by design: the service
         also polls CURRENT, so an unreachable service delays the swap, it does not lose it."""
@@ -251,23 +235,16 @@ def recsys_nightly() -> None:
             )
             return "unreachable"
 
-    spark = {
-        stage: RecsysSparkStageOperator(stage=stage, execution_timeout=STAGE_TIMEOUTS[stage])
-        for stage in SPARK_STAGES
-    }
-    before_rank = [spark[s] for s in SPARK_STAGES[: SPARK_STAGES.index("rank")]]
-    after_rank = [spark[s] for s in SPARK_STAGES[SPARK_STAGES.index("rank") :]]
-    reranker = [cli_task(stage) for stage in RERANKER_STAGES]
-
     published = publish()
-    chain(
-        wait_for_input(wait_seconds=INPUT_WAIT_SECONDS),
-        *before_rank,
-        *reranker,
-        *after_rank,
-        gate(),
-        published,
-    )
+    special = {"gate": gate, "publish": lambda: published}
+    tasks = [
+        special[spec.name]() if spec.name in special
+        else RecsysSparkStageOperator(stage=spec.name, execution_timeout=spec.timeout)
+        if spec.spark_submitted
+        else cli_task(spec)
+        for spec in STAGES
+    ]
+    chain(wait_for_input(wait_seconds=INPUT_WAIT_SECONDS), *tasks)
     notify_service(published)
 
 

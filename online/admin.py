@@ -11,8 +11,8 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from online.errors import ApiError
 from online.service import get_service
+from shared.errors import ApiError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 

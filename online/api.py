@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ValidationError
 
-from online.errors import ApiError, validation_error
+from online.errors import validation_error
 from online.recommend import Answer, Query
 from online.schemas import (
     RecommendationRequest,
@@ -17,6 +17,7 @@ from online.schemas import (
     SimilarQuery,
 )
 from online.service import get_service, require_bundle, took_ms
+from shared.errors import ApiError
 from shared.request_log import ServedRequest
 
 bp = Blueprint("api", __name__, url_prefix="/v1")

@@ -9,14 +9,9 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from online import metrics
+from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, field: str | None = None) -> None:
-        super().__init__(error)
-        self.status, self.error, self.field = status, error, field
 
 
 def error_response(status: int, error: str, field: str | None = None) -> tuple[Response, int]:

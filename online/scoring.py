@@ -17,14 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from shared.bundle import RANKER_SPEC as BUNDLE_RANKER_SPEC
+from shared.errors import ModelError
 
 log = logging.getLogger(__name__)
 
 RANKER_SPEC = Path(BUNDLE_RANKER_SPEC)
-
-
-class ModelError(RuntimeError):
-    """The re-ranker failed on a request; the caller falls back to the precomputed list."""
 
 
 @dataclass

@@ -10,8 +10,8 @@ from flask import current_app, g
 from online.bundle_loader import LoadedBundle
 from online.bundle_store import BundleStore
 from online.config import ServiceConfig
-from online.errors import ApiError
 from online.recommend import Recommender
+from shared.errors import ApiError
 from shared.request_log import RequestLogWriter
 
 EXTENSION = "recsys"

@@ -88,7 +88,7 @@ def tiny_config(**overrides: object) -> object:
 
 def run_pipeline(spark: object, data: Path, artifacts: Path, config: object | None = None,
                  run_date: dt.date = TINY_RUN_DATE) -> dict[str, dict[str, object]]:
-    from batch.pipeline.context import RunContext
+    from batch.context import RunContext
     from batch.pipeline.runner import PipelineRunner
 
     ctx = RunContext(data_dir=data, artifacts=artifacts, run_date=run_date,

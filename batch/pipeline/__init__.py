@@ -1,1 +1,2 @@
-"""The nightly pipeline: one module per stage, composed by stages.py."""
+"""Orchestration of the nightly run: the runner and the `recsys batch` commands. The stages
+themselves are in batch/stages/ (one module each, listed once in its registry)."""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from batch import stages
 from shared.config import PipelineConfig
 from shared.errors import RecsysError
 
@@ -26,7 +27,7 @@ MasterOpt = Annotated[str | None, typer.Option("--spark-master", help="Spark mas
 
 
 def _context(data: Path, artifacts: Path, run_date: str | None, config: Path | None, master: str | None):  # type: ignore[no-untyped-def]
-    from batch.pipeline.context import RunContext
+    from batch.context import RunContext
 
     date = dt.date.fromisoformat(run_date) if run_date else dt.datetime.now(dt.UTC).date()
     cfg = PipelineConfig.load(config, spark_master=master)
@@ -35,8 +36,9 @@ def _context(data: Path, artifacts: Path, run_date: str | None, config: Path | N
 
 
 def _fail(exc: Exception) -> typer.Exit:
+    """`error: ...` on stderr and the error's documented exit code (shared/errors.py)."""
     typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(1)
+    return typer.Exit(exc.exit_code if isinstance(exc, RecsysError) else 1)
 
 
 @batch_app.command("run")
@@ -54,7 +56,7 @@ def run(data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: Conf
 
 
 @batch_app.command("stage")
-def stage(name: Annotated[str, typer.Argument(help="validate|embeddings|index|candidates|features|train_ranker|rank|evaluate|gate|publish")],
+def stage(name: Annotated[str, typer.Argument(help=stages.describe())],
           data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: ConfigOpt = None,
           spark_master: MasterOpt = None) -> None:
     """Run one stage alone (what each Airflow task does)."""
@@ -73,7 +75,7 @@ def stage(name: Annotated[str, typer.Argument(help="validate|embeddings|index|ca
 def rollback_cmd(artifacts: ArtOpt,
                  to: Annotated[str | None, typer.Option("--to", help="run id (default: the previous run)")] = None) -> None:
     """Point CURRENT back at an earlier published run."""
-    from batch.pipeline.publish import rollback
+    from batch.publish.release import rollback
 
     try:
         target = rollback(artifacts.resolve(), to)
@@ -88,7 +90,7 @@ def prune_cmd(artifacts: ArtOpt,
               work_retention_days: Annotated[int, typer.Option(help="delete work/<date> older than this")] = 14,
               served_log_retention_days: Annotated[int, typer.Option(help="delete served_log/date=... older than this")] = 90) -> None:
     """Delete old runs (never CURRENT), old per-date work directories and old served-request logs."""
-    from batch.pipeline.publish import prune_runs, prune_work
+    from batch.publish.release import prune_runs, prune_work
     from shared.request_log import log_dir
     from shared.request_log import prune as prune_served_log
 

@@ -61,3 +61,15 @@ def export_onnx(model: Ranker, n_features: int, path: Path) -> None:
         dynamic_axes={INPUT_NAME: {0: "n"}, OUTPUT_NAME: {0: "n"}}, opset_version=OPSET,
         dynamo=False,
     )
+
+
+FP32, INT8 = "model.fp32.onnx", "model.int8.onnx"  # the exported files
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation (ties broken by position: scores here are continuous)."""
+    if len(a) < 2:
+        return 1.0
+    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
+    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])

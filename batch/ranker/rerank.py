@@ -18,11 +18,10 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from batch.pipeline import evaluate
-from batch.pipeline.context import RunContext, read_json, write_json
+from batch.context import RunContext, read_json, write_json
 from batch.ranker.batch_scoring import ranked_lists, score_candidates
-from batch.ranker.model import INPUT_NAME, OUTPUT_NAME
-from batch.ranker.stage import FP32, INT8, spearman
+from batch.ranker.model import FP32, INPUT_NAME, INT8, OUTPUT_NAME, spearman
+from batch.spark import evaluate
 from shared.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)

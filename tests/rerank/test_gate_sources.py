@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batch.pipeline.gate import decide
+from batch.stages.gate import decide
 from shared.config import PublishConfig
 
 

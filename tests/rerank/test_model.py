@@ -10,9 +10,8 @@ import onnx
 import pytest
 
 from batch.ranker import quantize
-from batch.ranker.model import INPUT_NAME, OUTPUT_NAME, export_onnx
+from batch.ranker.model import INPUT_NAME, OUTPUT_NAME, export_onnx, spearman
 from batch.ranker.scorer import OnnxRanker
-from batch.ranker.stage import spearman
 from batch.ranker.train import TrainingData, grouped_ndcg, train_ranker
 from shared.config import RankerConfig
 from shared.features import FEATURE_NAMES, N_FEATURES

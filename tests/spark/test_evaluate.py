@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from batch.pipeline import evaluate
+from batch.spark import evaluate
 from shared.metrics import mean_metrics, user_metrics
 
 

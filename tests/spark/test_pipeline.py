@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from batch.pipeline.publish import rollback
+from batch.publish.release import rollback
 from shared.bundle import current_bundle, load_manifest, read_current, verify_bundle
 from shared.candidate_arrays import FILES as CANDIDATE_ARRAY_FILES
 from shared.candidate_arrays import RANK_COLUMNS, SCORE_COLUMNS, CandidateArrays

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from batch.pipeline.context import RunContext
+from batch.context import RunContext
 from batch.pipeline.runner import PipelineRunner
 from shared.errors import QuarantineThresholdExceeded
 from tests.conftest import tiny_config

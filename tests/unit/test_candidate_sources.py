@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from batch.pipeline import candidate_sources as cs
-from batch.pipeline.candidates import overfetch_buckets
+from batch.spark import candidate_sources as cs
+from batch.spark.candidates import overfetch_buckets
 
 
 def _tables() -> cs.SourceTables:
@@ -77,7 +77,7 @@ def test_source_tables_span_the_catalogue_past_the_last_item_with_neighbours(tmp
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from batch.pipeline.candidates import source_tables
+    from batch.spark.candidates import source_tables
 
     pq.write_table(pa.table({"item_idx": [0, 0, 1], "neighbor_idx": [1, 2, 0],
                              "sim": pa.array([0.5, 0.9, 0.5], pa.float32())}), tmp_path / "nb.parquet")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from batch.pipeline.warehouse_build import (
+from batch.publish.warehouse_build import (
     METRICS_SCHEMA,
     RUNS_SCHEMA,
     WarehouseInputs,

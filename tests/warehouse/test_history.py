@@ -6,7 +6,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from batch.pipeline.warehouse_build import update_history
+from batch.publish.warehouse_build import update_history
 from shared.bundle import MANIFEST_FILE, BundleManifest, IndexInfo, run_dir
 
 

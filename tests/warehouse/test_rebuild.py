@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batch.pipeline.warehouse_build import rebuild
+from batch.publish.warehouse_build import rebuild
 from shared.bundle import run_dir, write_current
 from shared.privacy import KEY_ENV, MODE_ENV, pseudonym
 from shared.request_log import RequestLogWriter, ServedRequest, log_dir

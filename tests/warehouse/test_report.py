@@ -8,7 +8,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-from batch.pipeline.warehouse_build import WarehouseInputs, build
+from batch.publish.warehouse_build import WarehouseInputs, build
 from batch.report.build import NO_TRAFFIC, SECTIONS, write_report
 from shared.warehouse import analyst_warehouse_path, warehouse_path
 from tests.warehouse.conftest import KEY, inputs

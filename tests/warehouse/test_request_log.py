@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from batch.pipeline.warehouse_build import WarehouseInputs, build
+from batch.publish.warehouse_build import WarehouseInputs, build
 from shared.request_log import SCHEMA, RequestLogWriter, ServedRequest, part_files
 from shared.warehouse import analyst_warehouse_path, connect_analyst, warehouse_path
 from tests.warehouse.conftest import KEY, inputs

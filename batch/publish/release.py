@@ -12,81 +12,18 @@ import logging
 import shutil
 from pathlib import Path
 
-from batch.pipeline import bundle_writer, warehouse_build
-from batch.pipeline.context import RunContext, code_version, read_json
+from batch.publish import warehouse_build
 from shared.bundle import (
     MANIFEST_FILE,
     RUNS_DIR,
-    BundleManifest,
-    IndexInfo,
-    checksum_tree,
     read_current,
     run_dir,
     verify_bundle,
     write_current,
 )
 from shared.errors import BundleError
-from shared.privacy import load_key
 
 log = logging.getLogger(__name__)
-
-
-def stage_publish(ctx: RunContext) -> dict[str, object]:
-    stats = read_json(ctx.stage_dir("validate") / "stats.json")
-    run_id = str(stats["run_id"])
-    gate = read_json(ctx.stage_dir("gate") / "decision.json")
-    if not gate.get("passed"):
-        raise BundleError(f"run {run_id} did not pass the quality gate: {gate.get('reasons')}")
-    # The warehouse rebuilt after the switch needs the pseudonymisation key: fail now, while
-    # the previous run still serves, rather than publish a bundle analysts cannot query.
-    load_key(ctx.artifacts)
-    runs = ctx.artifacts / RUNS_DIR
-    staging = runs / f".staging-{run_id}"
-    shutil.rmtree(staging, ignore_errors=True)
-    row_counts = bundle_writer.assemble(ctx, staging)
-    row_counts["interactions_clean"] = int(stats["rows_clean"])
-    metrics = read_json(ctx.stage_dir("evaluate") / "metrics.json")
-    index_info = read_json(ctx.stage_dir("index") / "info-full.json")
-    window = stats["data_window"]
-    manifest = BundleManifest(
-        run_id=run_id,
-        run_date=ctx.run_date.isoformat(),
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        code_version=code_version(),
-        config_fingerprint=ctx.config.fingerprint(),
-        data_window={
-            "min": _iso(window["min_ts"]),
-            "max": _iso(window["max_ts"]),
-            "end_exclusive": _iso(ctx.run_end_epoch),
-        },
-        row_counts=row_counts,
-        metrics=metrics,
-        index=IndexInfo(**index_info),
-        files=checksum_tree(staging),
-        extra={"config": ctx.config.model_dump(), "gate": gate},
-    )
-    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
-    verify_bundle(staging)
-    final = run_dir(ctx.artifacts, run_id)
-    if final.exists():  # an unchanged rerun of the same date: replace it in one rename
-        trash = runs / f".trash-{run_id}"
-        shutil.rmtree(trash, ignore_errors=True)
-        final.rename(trash)
-        staging.rename(final)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        staging.rename(final)
-    write_current(ctx.artifacts, run_id)
-    log.info("published %s: CURRENT -> %s", final, run_id)
-    warehouse_build.rebuild(ctx.artifacts, run_id, ctx.stage_dir("validate") / "clean.parquet")
-    removed = prune_runs(ctx.artifacts, ctx.config.publish.keep_runs)
-    return {"run_id": run_id, "bundle": str(final), "pruned": removed}
-
-
-def _iso(epoch: object) -> str:
-    if epoch is None:
-        return ""
-    return dt.datetime.fromtimestamp(int(str(epoch)), dt.UTC).isoformat()
 
 
 def list_runs(artifacts: Path) -> list[str]:

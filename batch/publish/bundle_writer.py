@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batch.pipeline.context import RunContext
-from batch.pipeline.index_stage import read_vectors
+from batch.context import RunContext
+from batch.vectors import read_vectors
 from shared import candidate_arrays
 from shared.bundle import FEATURES_DIR, RANKER_DIR, RANKER_SPEC
 from shared.features import ARRAY_NAMES

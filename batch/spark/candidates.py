@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
-from batch.pipeline import candidate_sources as cs
+from batch.spark import candidate_sources as cs
 from shared.bundle import GLOBAL_SEGMENT
 from shared.config import CandidateConfig
 

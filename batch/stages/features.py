@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from batch.pipeline import candidates
-from batch.pipeline.context import MODEL_VARIANTS, RANKER_VARIANT, RunContext, write_json
-from batch.pipeline.index_stage import read_vectors
+from batch.context import MODEL_VARIANTS, RANKER_VARIANT, RunContext, write_json
 from batch.ranker.batch_scoring import source_matrices
+from batch.spark import candidates
+from batch.vectors import read_vectors
 from shared.features import (
     FEATURE_NAMES,
     ITEM_STATS,
@@ -218,7 +218,7 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
             "users": int(pdf["user_idx"].nunique()), "val_users": int(pdf.loc[pdf.is_val, "user_idx"].nunique())}
 
 
-def stage_features(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
+def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     report: dict[str, object] = {v: build_arrays(ctx, spark, v) for v in MODEL_VARIANTS}
     report["sample"] = training_sample(ctx, spark)
     write_json(ctx.stage_dir("features") / "report.json", report)

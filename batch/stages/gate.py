@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch.pipeline.context import RunContext, read_json, write_json
+from batch.context import RunContext, read_json, write_json
 from shared.bundle import current_bundle, load_manifest, read_current
 from shared.config import PublishConfig
 from shared.errors import BundleError, QualityGateFailed
@@ -63,7 +63,7 @@ def _previous_metrics(artifacts: Path) -> dict[str, Any] | None:
         return None
 
 
-def stage_gate(ctx: RunContext) -> dict[str, object]:
+def run(ctx: RunContext) -> dict[str, object]:
     metrics = read_json(ctx.stage_dir("evaluate") / "metrics.json")
     decision = decide(metrics, _previous_metrics(ctx.artifacts), ctx.config.publish)
     write_json(

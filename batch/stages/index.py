@@ -1,26 +1,16 @@
-"""Stage 5 driver: read item vectors written by the embeddings stage, build and save the
+"""Stage `index` (FAISS on the driver, no Spark): read item vectors written by the embeddings stage, build and save the
 FAISS index of each variant, and record its recall@100 against exact search."""
 
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 
-from batch.pipeline import ann_index
-from batch.pipeline.context import MODEL_VARIANTS, RunContext, write_json
-
-
-def read_vectors(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids int64 [n], vectors float32 [n, d]) from a (idx, vector) Parquet directory."""
-    table = pq.read_table(path)
-    id_col = table.column(0).to_numpy().astype(np.int64)
-    flat = table.column("vector").combine_chunks()
-    dim = len(flat[0]) if len(flat) else 0
-    vectors = np.asarray(flat.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    return id_col, np.ascontiguousarray(vectors.reshape(len(id_col), dim))
+from batch.context import MODEL_VARIANTS, RunContext, write_json
+from batch.index import ann as ann_index
+from batch.vectors import read_vectors
 
 
-def stage_index(ctx: RunContext) -> dict[str, object]:
+def run(ctx: RunContext) -> dict[str, object]:
     cfg = ctx.config.index
     out = ctx.stage_dir("index")
     report: dict[str, object] = {}

@@ -15,31 +15,21 @@ import time
 import numpy as np
 import torch
 
-from batch.pipeline.context import RunContext, write_json
-from batch.pipeline.feature_stage import SAMPLE_FILE
+from batch.context import RunContext, write_json
 from batch.ranker import quantize
-from batch.ranker.model import export_onnx
+from batch.ranker.model import FP32, INT8, export_onnx, spearman
 from batch.ranker.scorer import OnnxRanker
 from batch.ranker.train import TrainingData, grouped_ndcg, train_ranker
+from batch.stages.features import SAMPLE_FILE
 from shared.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
-FP32, INT8 = "model.fp32.onnx", "model.int8.onnx"
 INT8_KINDS = ("dynamic", "static")
 CALIBRATION_ROWS = 5000
 TORCH_FILE = "model.pt"
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Rank correlation (ties broken by position: scores here are continuous)."""
-    if len(a) < 2:
-        return 1.0
-    ra = np.argsort(np.argsort(a, kind="stable"), kind="stable").astype(np.float64)
-    rb = np.argsort(np.argsort(b, kind="stable"), kind="stable").astype(np.float64)
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def stage_train_ranker(ctx: RunContext) -> dict[str, object]:
+def run(ctx: RunContext) -> dict[str, object]:
     cfg = ctx.config.ranker
     out = ctx.stage_dir("train_ranker")
     shutil.rmtree(out, ignore_errors=True)
