@@ -33,8 +33,9 @@ from typing import Literal
 
 import numpy as np
 
+from shared.sources import SOURCES
+
 FEATURE_DTYPE = np.float32
-SOURCES = ("ann", "cooc", "popular")  # candidate sources, in the order of source_* arrays
 ITEM_STATS = ("pop_7d", "pop_30d", "pop_365d", "pop_all", "age_days", "last_days")
 USER_STATS = ("n_events", "n_30d", "last_days", "mean_log_pop")
 RECENT_ITEMS = 20  # recent items per user kept for the co-occurrence features
