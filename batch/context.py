@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -9,15 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from batch import stages
+from batch.stages import RunOutputs
+from batch.stages.outputs import MODEL_VARIANTS, RANKER_VARIANT, VARIANTS, work_dir
 from shared import __version__
 from shared.config import PipelineConfig
 
-VARIANTS = ("eval", "full")  # eval: trained on the train split; full: on all data
-# The re-ranker learns from one step further back in time: models trained on the eval
-# train split minus its own held-out share (`ranker_labels`), so that neither its training
-# candidates nor its labels touch the test split the reported metrics use.
-RANKER_VARIANT = "ranker"
-MODEL_VARIANTS = (RANKER_VARIANT, *VARIANTS)
+__all__ = ["MODEL_VARIANTS", "RANKER_VARIANT", "VARIANTS", "RunContext", "RunOutputs",
+           "code_version", "read_json", "write_json"]
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,30 @@ class RunContext:
     artifacts: Path
     run_date: dt.date
     config: PipelineConfig
+    # The stage this context runs (the runner sets it): its reads of other stages' outputs
+    # are then checked against its StageSpec.needs. None: unchecked (tests, tools).
+    stage: str | None = None
 
     @property
     def work(self) -> Path:
-        return self.artifacts / "work" / self.run_date.isoformat()
+        return work_dir(self.artifacts, self.run_date.isoformat())
+
+    @property
+    def outputs(self) -> RunOutputs:
+        """`ctx.outputs.<stage>`: that stage's typed outputs (batch/stages/outputs.py); in a
+        stage's context only those of the stages it needs, and its own."""
+        return RunOutputs(self.work, self.stage)
+
+    def for_stage(self, name: str) -> RunContext:
+        """This context as stage `name` sees it: reads only what its StageSpec needs."""
+        stages.get(name)
+        return dataclasses.replace(self, stage=name)
 
     def stage_dir(self, stage: str) -> Path:
+        """A stage's output directory: prefer `ctx.outputs.<stage>` and its named files."""
+        stages.get(stage)
+        if self.stage is not None:
+            stages.check_readable(self.stage, stage)
         return self.work / stage
 
     @property
@@ -45,6 +63,7 @@ class RunContext:
         return int(end.timestamp())
 
     def path(self, stage: str, name: str) -> str:
+        """A file of a stage's outputs by name: prefer `ctx.outputs.<stage>.<output>`."""
         return str(self.stage_dir(stage) / name)
 
 

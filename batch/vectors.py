@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 
 
-def read_vectors(path: str) -> tuple[np.ndarray, np.ndarray]:
+def read_vectors(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(ids int64 [n], vectors float32 [n, d]) from a (idx, vector) Parquet directory."""
     table = pq.read_table(path)
     id_col = table.column(0).to_numpy().astype(np.int64)

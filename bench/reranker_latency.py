@@ -20,8 +20,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from batch.ranker.model import Ranker  # noqa: E402
+from batch.ranker.model import FP32, Ranker  # noqa: E402
 from batch.ranker.scorer import OnnxRanker  # noqa: E402
+from batch.stages import RunOutputs  # noqa: E402
 from shared.features import N_FEATURES  # noqa: E402
 
 SIZES = (100, 500, 1000)
@@ -68,9 +69,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    stage = args.work / "train_ranker"
-    checkpoint = torch.load(stage / "model.pt")
-    with np.load(args.work / "features" / "train_sample.npz") as z:
+    outputs = RunOutputs(args.work)
+    trained = outputs.train_ranker
+    checkpoint = torch.load(trained.torch_weights)
+    with np.load(outputs.features.train_sample) as z:
         rows = z["x"]
     model = Ranker(np.zeros(N_FEATURES), np.ones(N_FEATURES), tuple(checkpoint["hidden"]))
     model.load_state_dict(checkpoint["state"])
@@ -81,15 +83,16 @@ def main() -> None:
             return model(torch.from_numpy(x)).numpy()
 
     scorers = {"torch eager fp32": eager}
-    for label, name in (("ORT fp32", "model.fp32.onnx"), ("ORT int8 dynamic", "model.int8-dynamic.onnx"),
-                        ("ORT int8 static QDQ", "model.int8-static.onnx")):
-        scorers[label] = OnnxRanker(stage / "ranker" / name).score
+    for label, path in (("ORT fp32", trained.models / FP32),
+                        ("ORT int8 dynamic", trained.int8_candidate("dynamic")),
+                        ("ORT int8 static QDQ", trained.int8_candidate("static"))):
+        scorers[label] = OnnxRanker(path).score
     rng = np.random.default_rng(0)
     results: dict[str, dict[str, dict[str, float]]] = {}
     for n in SIZES:
         x = np.ascontiguousarray(rows[rng.choice(len(rows), n, replace=False)], np.float32)
         results[str(n)] = {label: _time(fn, x, args.runs) for label, fn in scorers.items()}
-    sizes = {p.name: p.stat().st_size for p in sorted((stage / "ranker").glob("*.onnx"))}
+    sizes = {p.name: p.stat().st_size for p in sorted(trained.models.glob("*.onnx"))}
     print("| candidates | " + " | ".join(scorers) + " |")
     print("|---" * (len(scorers) + 1) + "|")
     for n, by in results.items():
@@ -99,8 +102,8 @@ def main() -> None:
     print(json.dumps({"model_bytes": sizes, "hidden": checkpoint["hidden"]}))
     x500 = np.ascontiguousarray(rows[rng.choice(len(rows), 500, replace=False)], np.float32)
     profiles = {
-        name: op_profile(stage / "ranker" / name, x500)
-        for name in ("model.fp32.onnx", "model.int8-dynamic.onnx")
+        path.name: op_profile(path, x500)
+        for path in (trained.models / FP32, trained.int8_candidate("dynamic"))
     }
     print("ONNX Runtime time per op type at 500 candidates, µs per request:")
     for name, per_op in profiles.items():

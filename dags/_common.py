@@ -1,4 +1,6 @@
-"""Helpers shared by the recsys DAGs: paths, stage arguments, the Spark stage operator, alerts.
+"""Helpers shared by the recsys DAGs: paths, stage arguments, the operators that run a stage
+(`spark-submit` of one stage, a `recsys` command in a child process). Alerts are in
+_alerts.py; what counts as input (the sensor's test) is shared/inputs.py's.
 
 Kept import-light on purpose: the DAG processor imports this module on every parse, so
 nothing here touches pyspark, the batch package or the file system at import time. Every
@@ -8,14 +10,12 @@ and the worker's environment second, so one parsed DAG serves every environment.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ DEFAULT_SPARK_APPLICATION = REPO_ROOT / "batch" / "spark_entry.py"
 # fixed at parse time would lie about where the bundle is. The run id and path travel in
 # the asset event's `extra` instead.
 BUNDLE_ASSET = Asset(name="recsys_bundle_current", uri="recsys://bundle/current")
+
 
 def env_int(name: str, default: int) -> int:
     """An int from the environment; a bad value falls back loudly rather than breaking a parse."""
@@ -214,124 +215,3 @@ def run_recsys(args: Sequence[str], label: str, timeout_s: float | None = None) 
     if rc != 0:
         raise StageFailed(label, rc, lines)
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------
-# Alerts: on_failure_callback -> pluggable sinks
-# --------------------------------------------------------------------------------------
-
-AlertSink = Callable[[dict[str, Any]], None]
-ALERT_SINKS: dict[str, AlertSink] = {}
-
-
-def alert_sink(name: str) -> Callable[[AlertSink], AlertSink]:
-    """Register a sink under a name usable in RECSYS_ALERT_SINKS (e.g. `file,slack`)."""
-
-    def register(fn: AlertSink) -> AlertSink:
-        ALERT_SINKS[name] = fn
-        return fn
-
-    return register
-
-
-def alert_log_path(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    if env.get("RECSYS_ALERT_LOG"):
-        return Path(env["RECSYS_ALERT_LOG"])
-    home = env.get("AIRFLOW_HOME") or str(Path.home() / "airflow")
-    return Path(home) / "alerts.log"
-
-
-@alert_sink("file")
-def _file_sink(alert: dict[str, Any]) -> None:
-    """One JSON line per alert: greppable, tail-able, and trivially shipped by a log agent."""
-    path = alert_log_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(alert, sort_keys=True) + "\n")
-
-
-@alert_sink("log")
-def _log_sink(alert: dict[str, Any]) -> None:
-    log.error("RECSYS ALERT %s", json.dumps(alert, sort_keys=True))
-
-
-def build_alert(context: Mapping[str, Any]) -> dict[str, Any]:
-    ti = context.get("ti") or context.get("task_instance")
-    dag = context.get("dag")
-    logical = context.get("logical_date")
-    exc = context.get("exception")
-    try:
-        log_url = getattr(ti, "log_url", None)
-    except Exception:  # log_url reads config; an alert must never fail on it
-        log_url = None
-    return {
-        "dag_id": getattr(ti, "dag_id", None) or getattr(dag, "dag_id", None),
-        "task_id": getattr(ti, "task_id", None),
-        "run_id": context.get("run_id") or getattr(ti, "run_id", None),
-        "logical_date": logical.isoformat() if hasattr(logical, "isoformat") else logical,
-        "try_number": getattr(ti, "try_number", None),
-        "exception": f"{type(exc).__name__}: {exc}" if exc is not None else None,
-        "log_url": log_url,
-        "alerted_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def send_alert(alert: dict[str, Any], environ: Mapping[str, str] | None = None) -> list[str]:
-    """Deliver to every sink named in RECSYS_ALERT_SINKS (default `file`). Returns the sinks
-    that succeeded. A broken sink is logged, never raised: the callback must not mask the
-    task's own failure."""
-    env = os.environ if environ is None else environ
-    names = [n.strip() for n in env.get("RECSYS_ALERT_SINKS", "file").split(",") if n.strip()]
-    delivered: list[str] = []
-    for name in names:
-        sink = ALERT_SINKS.get(name)
-        if sink is None:
-            log.warning("unknown alert sink %r (known: %s)", name, sorted(ALERT_SINKS))
-            continue
-        try:
-            sink(alert)
-            delivered.append(name)
-        except Exception:
-            log.exception("alert sink %s failed", name)
-    return delivered
-
-
-def on_failure_alert(context: Any) -> None:
-    """Task-level on_failure_callback (runs after the last retry has failed)."""
-    try:
-        send_alert(build_alert(context))
-    except Exception:
-        log.exception("could not build/send the failure alert")
-
-
-# --------------------------------------------------------------------------------------
-# Input detection (the sensor)
-# --------------------------------------------------------------------------------------
-
-INPUT_CANDIDATES = ("interactions.parquet", "interactions.csv", "interactions")
-
-
-def find_input(data_dir: str | Path) -> Path | None:
-    """The interactions input if it is complete: `interactions.parquet` / `.csv` (a file), or
-    `interactions.parquet` / `interactions` as a directory of parquet part files. A directory
-    still being written by Spark (`_temporary/` present) does not count yet."""
-    root = Path(data_dir)
-    for name in INPUT_CANDIDATES:
-        path = root / name
-        if path.is_file() and path.stat().st_size > 0 and name != "interactions":
-            return path
-        if path.is_dir() and name != "interactions.csv":
-            if (path / "_temporary").exists():
-                continue
-            if any(path.glob("*.parquet")) or any(path.glob("*/*.parquet")):
-                return path
-    return None
-
-
-def describe_expected_input(data_dir: str | Path) -> str:
-    root = Path(data_dir)
-    return (
-        f"{root / 'interactions.parquet'} (file or directory of parquet files), "
-        f"{root / 'interactions.csv'} or {root / 'interactions'}/*.parquet"
-    )

@@ -1,12 +1,12 @@
 """recsys_housekeeping: keep ART/ from growing without bound.
 
     prune (old bundles beyond retention, never CURRENT; work/<date> incl. quarantine
-    partitions older than N days) -> vacuum_warehouse (DuckDB CHECKPOINT/VACUUM)
+    partitions older than N days) -> vacuum_warehouse (DuckDB VACUUM/CHECKPOINT)
 
 Runs after every publish of the bundle (the Asset that recsys_nightly's publish emits) and
 once a day regardless, so a streak of failed nightly runs still gets its work dirs pruned.
-The retention logic lives in the batch package (`recsys batch prune`), next to the layout it
-knows; this DAG only schedules it.
+Both tasks are `recsys` commands (`recsys batch prune`, `recsys warehouse vacuum`), next to
+the layout they know; this DAG only schedules them and reads their exit codes.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import BUNDLE_ASSET, env_int, on_failure_alert, run_recsys
+from _alerts import on_failure_alert
+from _common import BUNDLE_ASSET, env_int, run_recsys
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
-log = logging.getLogger("recsys.dags")
+from shared.errors import StageFailed, WarehouseUnavailable
 
-WAREHOUSE_FILE = "warehouse.duckdb"
+log = logging.getLogger("recsys.dags")
 
 
 def _settings(params: dict[str, Any] | None) -> dict[str, Any]:
@@ -98,27 +99,16 @@ def recsys_housekeeping() -> None:
     def vacuum_warehouse(**context: Any) -> str:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        path = Path(_settings(context.get("params"))["artifacts"]) / WAREHOUSE_FILE
-        if not path.exists():
-            raise AirflowSkipException(f"no warehouse at {path}")
-        import duckdb
-
-        before = path.stat().st_size
+        artifacts = _settings(context.get("params"))["artifacts"]
         try:
-            con = duckdb.connect(str(path))
-        except duckdb.IOException as exc:
-            # One writer per file: an analyst or the service holds it. Skipping is safe (the
-            # next publish rebuilds the file anyway); failing would page someone for nothing.
-            raise AirflowSkipException(f"warehouse busy, not vacuumed: {exc}") from exc
-        try:
-            con.execute("VACUUM")
-            con.execute("CHECKPOINT")
-        finally:
-            con.close()
-        after = path.stat().st_size
-        msg = f"vacuumed {path}: {before:,} -> {after:,} bytes"
-        log.info("%s", msg)
-        return msg
+            return run_recsys(["warehouse", "vacuum", "--artifacts", artifacts],
+                              label="vacuum_warehouse")
+        except StageFailed as exc:
+            if exc.returncode != WarehouseUnavailable.exit_code:
+                raise
+            # No warehouse yet, or an analyst holds the file (one writer per file). Skipping
+            # is safe (the next publish rebuilds it anyway); failing would page for nothing.
+            raise AirflowSkipException(exc.reason.removeprefix("error: ")) from exc
 
     prune() >> vacuum_warehouse()
 

@@ -1,8 +1,7 @@
 """recsys_nightly: turn the day's interactions into a published recommendation bundle.
 
-    wait_for_input -> validate -> embeddings -> index -> candidates -> features
-        -> train_ranker (re-ranker) -> rank -> evaluate -> gate -> publish (emits the bundle
-        Asset) -> notify_service
+    wait_for_input -> one task per stage of the registry (batch/stages/__init__.py), in its
+        order -> notify_service; publish emits the bundle Asset
 
 One task per stage so a failed stage is retried or cleared alone: every stage reads the
 previous stages' outputs under ART/work/<run_date>/ and overwrites its own, so re-running
@@ -24,22 +23,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _alerts import on_failure_alert
 from _common import (
     BUNDLE_ASSET,
     RecsysSparkStageOperator,
-    StageFailed,
-    describe_expected_input,
     env_int,
-    find_input,
-    on_failure_alert,
     resolve_paths,
     run_cli_stage,
     run_date_of,
 )
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, chain, dag, task
 
-from batch.stages import BY_NAME, STAGES, StageSpec
-from shared.errors import QualityGateFailed
+from batch.stages import BY_NAME, STAGE_NAMES, STAGES, StageSpec
+from shared.errors import QualityGateFailed, StageFailed
+from shared.inputs import describe_expected, find_input
 
 log = logging.getLogger("recsys.dags")
 
@@ -110,7 +107,7 @@ def published_run_date(artifacts: Path) -> str | None:
         ),
     },
     tags=["recsys", "batch"],
-    doc_md=__doc__,
+    doc_md=f"{__doc__}\nTasks: {' -> '.join(['wait_for_input', *STAGE_NAMES, 'notify_service'])}\n",
 )
 def recsys_nightly() -> None:
     @task.sensor(
@@ -133,7 +130,7 @@ def recsys_nightly() -> None:
         ti = context["ti"]
         started = ti.get_first_reschedule_date(context) or ti.start_date or datetime.now(UTC)
         waited = (datetime.now(UTC) - started).total_seconds()
-        expected = describe_expected_input(paths["data"])
+        expected = describe_expected(paths["data"])
         if waited >= wait_seconds:
             raise AirflowFailException(
                 f"input missing after waiting {waited:.0f}s "

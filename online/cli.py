@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from online.config import ServiceConfig, describe_error
+from shared.errors import UsageError
 
 _defaults = ServiceConfig.model_fields
 
@@ -63,10 +64,10 @@ def register(app: typer.Typer) -> None:
             )
         except ValidationError as exc:
             typer.echo(f"error: invalid settings: {describe_error(exc)}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(UsageError.exit_code) from None
         if not config.artifacts.is_dir():
             typer.echo(f"error: --artifacts {config.artifacts} is not a directory", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(UsageError.exit_code)
         if not (config.artifacts / "CURRENT").exists():
             typer.echo(
                 f"warning: {config.artifacts}/CURRENT missing; /readyz answers 503 "

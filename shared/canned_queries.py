@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
-from shared.errors import RecsysError
+from shared.errors import RecsysError, UsageError
 
 REQUIRED = "required"
 
@@ -44,7 +44,7 @@ class CannedQuery:
         known = {p.name for p in self.params}
         unknown = sorted(set(given) - known)
         if unknown:
-            raise RecsysError(
+            raise UsageError(
                 f"query {self.name}: unknown param(s) {unknown}; it takes {sorted(known)}"
             )
         values: dict[str, str | None] = {}
@@ -52,7 +52,7 @@ class CannedQuery:
             if p.name in given:
                 values[p.name] = given[p.name]
             elif p.required:
-                raise RecsysError(f"query {self.name}: param {p.name!r} is required")
+                raise UsageError(f"query {self.name}: param {p.name!r} is required")
             else:
                 values[p.name] = p.default
         return values
@@ -105,5 +105,5 @@ def load_all() -> dict[str, CannedQuery]:
 def get(name: str) -> CannedQuery:
     queries = load_all()
     if name not in queries:
-        raise RecsysError(f"no canned query {name!r}; available: {', '.join(queries)}")
+        raise UsageError(f"no canned query {name!r}; available: {', '.join(queries)}")
     return queries[name]

@@ -2,8 +2,9 @@
 
 The root app lives here; each side of the product adds its own commands through the
 `recsys.commands` entry point group (see pyproject.toml). An install without the batch
-extra therefore still gets `recsys serve` and `recsys sql`, and this module never imports
-batch/ or online/ directly.
+extra therefore still gets `recsys serve`, `recsys sql` and `recsys warehouse`, and this
+module never imports batch/ or online/ directly. Any command ending on a RecsysError
+prints `error: <message>` and exits with the error's code (shared/errors.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from importlib.metadata import entry_points
 
 import typer
 
-from shared.warehouse_cli import register as register_sql
+from shared.cli_errors import RecsysGroup
+from shared.warehouse_cli import register as register_warehouse
 
 app = typer.Typer(
+    cls=RecsysGroup,
     help="Hybrid batch + online recommender: nightly Spark pipeline, FAISS, ONNX re-ranker, "
     "Flask service, DuckDB warehouse.",
     no_args_is_help=True,
@@ -31,7 +34,7 @@ def _root() -> None:
 
 
 def _load_plugins() -> None:
-    register_sql(app)
+    register_warehouse(app)
     for ep in sorted(entry_points(group="recsys.commands"), key=lambda e: e.name):
         try:
             ep.load()(app)

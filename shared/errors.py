@@ -14,6 +14,10 @@ when it ends a command, so a scheduler can branch on the code instead of on mess
 | 5 | QuarantineThresholdExceeded | too many input rows failed validation |
 | 6 | BundleError | a bundle is missing, incomplete or fails its checks |
 | 7 | StageFailed | a stage run as a child process failed (the orchestrator's view) |
+| 8 | WarehouseUnavailable | the warehouse file is missing or another process holds it (nothing was done; a later try may succeed) |
+
+Every `recsys` command ends a RecsysError the same way (shared/cli_errors.py): `error:
+<message>` on stderr, then this exit code; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -57,6 +61,12 @@ class BundleError(RecsysError):
     exit_code = 6
 
 
+class WarehouseUnavailable(RecsysError):
+    """The warehouse file is missing (nothing published yet) or another process holds it."""
+
+    exit_code = 8
+
+
 class ModelError(RecsysError):
     """The re-ranker failed on a request; the caller falls back to the precomputed list."""
 
@@ -97,5 +107,10 @@ def reason_from_output(output: Sequence[str]) -> str:
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (RecsysError, UsageError, QualityGateFailed, DataContractError,
-                QuarantineThresholdExceeded, BundleError, StageFailed)
+                QuarantineThresholdExceeded, BundleError, StageFailed, WarehouseUnavailable)
 }
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code a command ends with for this error (1 for anything not a RecsysError)."""
+    return exc.exit_code if isinstance(exc, RecsysError) else 1

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from shared.errors import RecsysError
+from shared.errors import WarehouseUnavailable
 
 WAREHOUSE_FILE = "warehouse.duckdb"
 ANALYST_WAREHOUSE_FILE = "warehouse_analyst.duckdb"
@@ -35,7 +35,7 @@ def analyst_warehouse_path(artifacts: Path) -> Path:
 
 def _open(path: Path) -> duckdb.DuckDBPyConnection:
     if not path.exists():
-        raise RecsysError(f"no warehouse at {path}: run the nightly pipeline first")
+        raise WarehouseUnavailable(f"no warehouse at {path}: run the nightly pipeline first")
     con = duckdb.connect(str(path), read_only=True)
     con.execute("SET enable_external_access = false")
     # Timestamps are naive UTC; date_trunc etc. must not depend on the reader's zone.
@@ -73,3 +73,31 @@ def run_query(
         return columns, cursor.fetchall()
     finally:
         con.close()
+
+
+def vacuum(artifacts: Path) -> list[str]:
+    """VACUUM and CHECKPOINT each warehouse file there is (the one writer a file may have:
+    run it when nothing else writes, as the housekeeping DAG does). Returns one line per
+    file; raises WarehouseUnavailable when there is none, or one is held by another process
+    (the others are still vacuumed; the next publish rebuilds every file anyway)."""
+    paths = [p for p in (warehouse_path(artifacts), analyst_warehouse_path(artifacts)) if p.exists()]
+    if not paths:
+        raise WarehouseUnavailable(f"no warehouse at {warehouse_path(artifacts)}: nothing to vacuum")
+    done, busy = [], []
+    for path in paths:
+        before = path.stat().st_size
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:  # held by an analyst's session or the publish
+            busy.append(f"{path} ({exc})")
+            continue
+        try:
+            con.execute("VACUUM")
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        done.append(f"vacuumed {path}: {before:,} -> {path.stat().st_size:,} bytes")
+    if busy:
+        raise WarehouseUnavailable("warehouse busy, not vacuumed: " + "; ".join(busy)
+                                   + (f" (done: {'; '.join(done)})" if done else ""))
+    return done

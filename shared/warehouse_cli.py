@@ -1,8 +1,10 @@
-"""`recsys sql`: read-only SQL over the warehouse, printed as a table, CSV or JSON.
+"""`recsys sql`: read-only SQL over the warehouse, printed as a table, CSV or JSON; and
+`recsys warehouse vacuum`, its maintenance.
 
-By default it opens the analysts' file (pseudonymous `user_key`, no raw ids);
+By default `sql` opens the analysts' file (pseudonymous `user_key`, no raw ids);
 `--restricted` opens the raw one. `--query NAME [--param k=v ...]` runs a canned analysis
-from shared/queries/ (`--list-queries` lists them).
+from shared/queries/ (`--list-queries` lists them). A query the warehouse refuses is a
+UsageError (exit 2); a missing or busy warehouse a WarehouseUnavailable (exit 8).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import duckdb
 import typer
 
 from shared import canned_queries
-from shared.errors import RecsysError
-from shared.warehouse import run_query
+from shared.cli_errors import RecsysGroup, fail
+from shared.errors import UsageError, WarehouseUnavailable
+from shared.warehouse import run_query, vacuum
 
 
 class OutputFormat(StrEnum):
@@ -52,7 +55,7 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise RecsysError(f"--param wants key=value, got {pair!r}")
+            raise UsageError(f"--param wants key=value, got {pair!r}")
         out[key.strip()] = value
     return out
 
@@ -83,24 +86,25 @@ def sql(
     if list_queries:
         _list_queries()
         return
+    if artifacts is None:
+        raise UsageError("--artifacts is required")
+    if (query is None) == (canned is None):
+        raise UsageError("give either a SQL string or --query NAME (not both)")
+    params: dict[str, Any] | None = None
+    if canned is not None:
+        chosen = canned_queries.get(canned)
+        text: str = chosen.sql
+        params = chosen.bind(_parse_params(param or []))
+    else:
+        if param:
+            raise UsageError("--param only applies to --query")
+        text = str(query)
     try:
-        if artifacts is None:
-            raise RecsysError("--artifacts is required")
-        if (query is None) == (canned is None):
-            raise RecsysError("give either a SQL string or --query NAME (not both)")
-        params: dict[str, Any] | None = None
-        if canned is not None:
-            chosen = canned_queries.get(canned)
-            text: str = chosen.sql
-            params = chosen.bind(_parse_params(param or []))
-        else:
-            if param:
-                raise RecsysError("--param only applies to --query")
-            text = str(query)
         columns, rows = run_query(artifacts, text, params, restricted=restricted)
-    except (RecsysError, duckdb.Error) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except duckdb.IOException as exc:  # another process holds the file
+        raise fail(WarehouseUnavailable(str(exc))) from exc
+    except duckdb.Error as exc:  # the query: a write, a forbidden column or file, a typo
+        raise fail(UsageError(str(exc))) from exc
     if format is OutputFormat.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")  # shell-friendly, no \r
         writer.writerow(columns)
@@ -111,5 +115,20 @@ def sql(
         _print_table(columns, rows)
 
 
+warehouse_app = typer.Typer(
+    cls=RecsysGroup, help="Maintenance of the DuckDB warehouse files.", no_args_is_help=True
+)
+
+
+@warehouse_app.command("vacuum")
+def vacuum_cmd(
+    artifacts: Annotated[Path, typer.Option(help="artifacts directory holding the warehouse files")],
+) -> None:
+    """VACUUM and CHECKPOINT the warehouse files (exit 8 when missing or held by another process)."""
+    for line in vacuum(artifacts.resolve()):
+        typer.echo(line)
+
+
 def register(app: typer.Typer) -> None:
     app.command("sql")(sql)
+    app.add_typer(warehouse_app, name="warehouse")

@@ -12,17 +12,15 @@ from typing import Annotated
 
 import typer
 
+from shared.cli_errors import RecsysGroup, fail
+from shared.errors import RecsysError, UsageError
+
 data_app = typer.Typer(
+    cls=RecsysGroup,
     help="Prepare input data in the data contract (interactions/items/users.parquet): "
     "import a MovieLens download or generate synthetic data.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    """Print a one-line error (no traceback: these are the user's input problems)."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
 
 
 @data_app.command("import-movielens")
@@ -41,15 +39,15 @@ def import_movielens_cmd(
         ),
     ],
 ) -> None:
-    """Convert a MovieLens download into the data contract (ratings become 'rating' events)."""
+    """Convert a MovieLens download into the data contract (ratings become 'rating' events).
+    Exits 4 (DataContractError) when SRC is no MovieLens layout it knows."""
     from batch.data.movielens import import_movielens
-    from shared.errors import RecsysError
 
     started = time.monotonic()
     try:
         result = import_movielens(src, out)
-    except (RecsysError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+    except OSError as exc:  # no traceback: a file the user named cannot be read or written
+        raise fail(RecsysError(str(exc))) from exc
     typer.echo(f"{result.summary(out)} ({time.monotonic() - started:.1f}s)")
 
 
@@ -119,6 +117,8 @@ def generate_cmd(
     started = time.monotonic()
     try:
         result = generate(cfg)
-    except (ValueError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+    except ValueError as exc:  # options that contradict each other
+        raise fail(UsageError(str(exc))) from exc
+    except OSError as exc:
+        raise fail(RecsysError(str(exc))) from exc
     typer.echo(f"{result.summary()} ({time.monotonic() - started:.1f}s)")

@@ -21,15 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+# The file names (and where the pipeline looks for them) are shared/inputs.py's.
+from shared.inputs import CONTRACT_FILES as CONTRACT_FILES
+from shared.inputs import FORMATS
+from shared.inputs import INTERACTIONS as INTERACTIONS
+from shared.inputs import ITEMS as ITEMS
+from shared.inputs import USERS as USERS
+
 if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-INTERACTIONS = "interactions"
-ITEMS = "items"
-USERS = "users"
-CONTRACT_FILES = (INTERACTIONS, ITEMS, USERS)
 
 # zstd: ~30% smaller than snappy on these id-heavy columns and still fast to decode.
 COMPRESSION = "zstd"
@@ -110,7 +112,7 @@ def remove_stale(out_dir: Path, keep: set[str]) -> list[Path]:
     for name in CONTRACT_FILES:
         if name in keep:
             continue
-        for ext in ("parquet", "csv"):
+        for ext in FORMATS:
             path = out_dir / f"{name}.{ext}"
             if path.exists():
                 path.unlink()

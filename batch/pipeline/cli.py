@@ -1,4 +1,8 @@
-"""`recsys batch run | stage | rollback | prune`."""
+"""`recsys batch run | stage | rollback | prune`.
+
+A RecsysError ends a command with `error: <message>` and its exit code (RecsysGroup,
+shared/errors.py): a run the quality gate refuses exits 3, whether `run` or `stage gate`.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from typing import Annotated
 import typer
 
 from batch import stages
+from shared.cli_errors import RecsysGroup
 from shared.config import PipelineConfig
-from shared.errors import RecsysError
 
-batch_app = typer.Typer(help="The nightly batch pipeline.", no_args_is_help=True)
+batch_app = typer.Typer(cls=RecsysGroup, help="The nightly batch pipeline.", no_args_is_help=True)
 log = logging.getLogger(__name__)
 
 DataOpt = Annotated[Path, typer.Option("--data", help="input directory (the data contract)")]
@@ -35,12 +39,6 @@ def _context(data: Path, artifacts: Path, run_date: str | None, config: Path | N
     return RunContext(data_dir=data.resolve(), artifacts=artifacts.resolve(), run_date=date, config=cfg)
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    """`error: ...` on stderr and the error's documented exit code (shared/errors.py)."""
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(exc.exit_code if isinstance(exc, RecsysError) else 1)
-
-
 @batch_app.command("run")
 def run(data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: ConfigOpt = None,
         spark_master: MasterOpt = None) -> None:
@@ -48,25 +46,21 @@ def run(data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: Conf
     from batch.pipeline.runner import PipelineRunner, summary_line
 
     runner = PipelineRunner(_context(data, artifacts, run_date, config, spark_master))
-    try:
-        results = runner.run_all()
-    except RecsysError as exc:
-        raise _fail(exc) from exc
-    typer.echo(summary_line(results))
+    typer.echo(summary_line(runner.run_all()))
 
 
 @batch_app.command("stage")
 def stage(name: Annotated[str, typer.Argument(help=stages.describe())],
           data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: ConfigOpt = None,
           spark_master: MasterOpt = None) -> None:
-    """Run one stage alone (what each Airflow task does)."""
+    """Run one stage alone (what each Airflow task does); it reads the outputs of the stages
+    it needs from ART/work/<run-date>/ (docs/stages.md)."""
     from batch.pipeline.runner import PipelineRunner
 
+    stages.get(name)  # an unknown name is a usage error, before any work
     runner = PipelineRunner(_context(data, artifacts, run_date, config, spark_master))
     try:
         runner.run_stage(name)
-    except (RecsysError, ValueError) as exc:
-        raise _fail(exc) from exc
     finally:
         runner.close()
 
@@ -77,11 +71,7 @@ def rollback_cmd(artifacts: ArtOpt,
     """Point CURRENT back at an earlier published run."""
     from batch.publish.release import rollback
 
-    try:
-        target = rollback(artifacts.resolve(), to)
-    except RecsysError as exc:
-        raise _fail(exc) from exc
-    typer.echo(f"CURRENT -> {target}")
+    typer.echo(f"CURRENT -> {rollback(artifacts.resolve(), to)}")
 
 
 @batch_app.command("prune")

@@ -17,6 +17,7 @@ from shared.progress import StageTimings
 
 log = logging.getLogger(__name__)
 
+
 class PipelineRunner:
     def __init__(self, ctx: RunContext, spark: Any = None) -> None:
         """spark: an existing session to use (tests); otherwise one is built on demand and
@@ -45,9 +46,10 @@ class PipelineRunner:
     def _callable(self, name: str) -> Callable[[], dict[str, object]]:
         spec = stages.get(name)
         fn = spec.entry()
+        ctx = self.ctx.for_stage(name)  # reads only the outputs of the stages it needs
         if spec.needs_session:
-            return lambda: fn(self.ctx, self._session())
-        return lambda: fn(self.ctx)
+            return lambda: fn(ctx, self._session())
+        return lambda: fn(ctx)
 
     def run_stage(self, name: str, index: int | None = None) -> dict[str, object]:
         fn = self._callable(name)

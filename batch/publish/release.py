@@ -13,6 +13,8 @@ import shutil
 from pathlib import Path
 
 from batch.publish import warehouse_build
+from batch.stages import RunOutputs
+from batch.stages.outputs import WORK_DIR, work_dir
 from shared.bundle import (
     MANIFEST_FILE,
     RUNS_DIR,
@@ -58,7 +60,7 @@ def rollback(artifacts: Path, to: str | None = None) -> str:
     manifest = verify_bundle(run_dir(artifacts, to))
     write_current(artifacts, to)
     # Analysts must see what is served: rebuild the warehouse for the restored run.
-    clean = artifacts / "work" / manifest.run_date / "validate" / "clean.parquet"
+    clean = RunOutputs(work_dir(artifacts, manifest.run_date)).validate.clean
     warehouse_build.rebuild(artifacts, to, clean)
     return to
 
@@ -66,7 +68,7 @@ def rollback(artifacts: Path, to: str | None = None) -> str:
 def prune_work(artifacts: Path, retention_days: int) -> list[str]:
     """Delete `work/<date>` directories (stage outputs, quarantine partitions) older than
     retention_days relative to the newest one, so the result depends on data, not on now()."""
-    work = artifacts / "work"
+    work = artifacts / WORK_DIR
     dates = sorted(p.name for p in work.glob("????-??-??") if p.is_dir()) if work.exists() else []
     if not dates:
         return []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -25,7 +24,6 @@ from batch.spark import evaluate
 from shared.features import FEATURE_NAMES
 
 log = logging.getLogger(__name__)
-SPEC_FILE = "ranker_spec.json"
 PARITY_SAMPLE_USERS = 2000
 EVAL_K = 10
 
@@ -59,32 +57,31 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     """Write rank/<variant>/reranked*.parquet and rank/ranker_spec.json; return the summary
     with the paths of the lists to publish, or the reason the fused order stays."""
     cfg = ctx.config.ranker
-    report = read_json(ctx.stage_dir("train_ranker") / "report.json")
-    out = ctx.stage_dir("rank")
-    spec_path = out / SPEC_FILE
+    trained, features, out = ctx.outputs.train_ranker, ctx.outputs.features, ctx.outputs.rank
+    report = read_json(trained.report)
+    spec_path = out.ranker_spec
     spec_path.unlink(missing_ok=True)
-    for stale in ("eval/reranked_fp32.parquet", "eval/reranked_int8.parquet", "full/reranked.parquet"):
-        shutil.rmtree(out / stale, ignore_errors=True)  # never publish a previous run's lists
+    for stale in (out.reranked_eval("fp32"), out.reranked_eval("int8"), out.reranked_full):
+        shutil.rmtree(stale, ignore_errors=True)  # never publish a previous run's lists
     if report.get("status") != "trained":
         return {"status": report.get("status"), "reason": report.get("reason", "")}
     if report.get("features") != list(FEATURE_NAMES):
         return {"status": "stale", "reason": "the trained model's features differ from shared.features"}
-    models_dir = ctx.stage_dir("train_ranker") / "ranker"
-    blobs = {"fp32": (models_dir / FP32).read_bytes(), "int8": (models_dir / INT8).read_bytes()}
+    blobs = {"fp32": (trained.models / FP32).read_bytes(), "int8": (trained.models / INT8).read_bytes()}
     parts = ctx.config.shuffle_partitions
 
-    merged = spark.read.parquet(ctx.path("candidates", "eval/candidates.parquet"))
-    scored = score_candidates(merged, ctx.stage_dir("features") / "eval", blobs, parts)
-    scored.write.mode("overwrite").parquet(str(out / "eval" / "scores.parquet"))
-    scored = spark.read.parquet(str(out / "eval" / "scores.parquet"))
-    test = spark.read.parquet(ctx.path("embeddings", "test.parquet"))
+    merged = spark.read.parquet(str(ctx.outputs.candidates.merged("eval")))
+    scored = score_candidates(merged, features.arrays("eval"), blobs, parts)
+    scored.write.mode("overwrite").parquet(str(out.scores))
+    scored = spark.read.parquet(str(out.scores))
+    test = spark.read.parquet(str(ctx.outputs.embeddings.test))
     quality = {}
     for name in ("fp32", "int8"):
         lists = _lists(scored, f"score_{name}", merged, top_k)
         lists.orderBy("user_idx", "rank").coalesce(4).write.mode("overwrite").parquet(
-            str(out / "eval" / f"reranked_{name}.parquet"))
+            str(out.reranked_eval(name)))
         quality[name] = evaluate.ranking_metrics(
-            spark.read.parquet(str(out / "eval" / f"reranked_{name}.parquet")), test, EVAL_K)
+            spark.read.parquet(str(out.reranked_eval(name))), test, EVAL_K)
     fp32_ndcg, int8_ndcg = quality["fp32"]["ndcg@10"], quality["int8"]["ndcg@10"]
     relative_drop = (fp32_ndcg - int8_ndcg) / fp32_ndcg if fp32_ndcg > 0 else 0.0
     passed = relative_drop <= cfg.parity_tolerance
@@ -97,11 +94,11 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
               "relative_drop": relative_drop, "tolerance": cfg.parity_tolerance,
               "passed": passed, "int8_method": report["int8_method"], **_spearman(scored)}
 
-    full = spark.read.parquet(ctx.path("candidates", "full/candidates.parquet"))
+    full = spark.read.parquet(str(ctx.outputs.candidates.merged("full")))
     # Every user: the top k is picked inside the scoring tasks (no shuffle of all scored rows).
-    ranked_lists(full, ctx.stage_dir("features") / "full", blobs[shipped], parts, top_k) \
+    ranked_lists(full, features.arrays("full"), blobs[shipped], parts, top_k) \
         .orderBy("user_idx", "rank").coalesce(4) \
-        .write.mode("overwrite").parquet(str(out / "full" / "reranked.parquet"))
+        .write.mode("overwrite").parquet(str(out.reranked_full))
     spec = {
         "model": FP32 if shipped == "fp32" else INT8, "input": INPUT_NAME, "output": OUTPUT_NAME,
         "features": list(FEATURE_NAMES), "parity": parity, "shipped": shipped,
@@ -111,9 +108,5 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     write_json(spec_path, spec)
     log.info("ranker: shipping %s (nDCG@10 fp32 %.4f, int8 %.4f)", shipped, fp32_ndcg, int8_ndcg)
     return {"status": "reranked", "shipped": shipped, "parity": parity, "quality": quality,
-            "lists": {"eval": str(out / "eval" / f"reranked_{shipped}.parquet"),
-                      "full": str(out / "full" / "reranked.parquet")}}
-
-
-def spec_path(ctx: RunContext) -> Path:
-    return ctx.stage_dir("rank") / SPEC_FILE
+            "lists": {"eval": str(out.reranked_eval(shipped)),
+                      "full": str(out.reranked_full)}}

@@ -8,6 +8,7 @@ from typing import Annotated
 import duckdb
 import typer
 
+from shared.cli_errors import fail
 from shared.errors import RecsysError
 
 
@@ -20,7 +21,8 @@ def report(
 
     try:
         path = write_report(artifacts, out)
-    except (RecsysError, duckdb.Error) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except RecsysError as exc:  # e.g. WarehouseUnavailable (8): nothing published yet
+        raise fail(exc) from exc
+    except duckdb.Error as exc:
+        raise fail(RecsysError(f"the warehouse could not be read: {exc}")) from exc
     typer.echo(f"report written to {path}")

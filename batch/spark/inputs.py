@@ -1,4 +1,5 @@
-"""Reading the data contract (CSV or Parquet, any string ids) into Spark."""
+"""Reading the data contract (CSV or Parquet, any string ids) into Spark; where its files
+are, and when one counts as there, is shared/inputs.py's (the DAG's sensor uses it too)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import NumericType, TimestampType
 
 from shared.errors import DataContractError
+from shared.inputs import INTERACTIONS, describe_expected, find_input
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp")
 OPTIONAL_INTERACTION_COLUMNS = ("event_type", "weight")
-
-
-def find_input(data_dir: Path, name: str) -> Path | None:
-    """`name.parquet`, `name.csv`, or a directory `name/` of Parquet files."""
-    for candidate in (data_dir / f"{name}.parquet", data_dir / f"{name}.csv", data_dir / name):
-        if candidate.exists():
-            return candidate
-    return None
 
 
 def read_as_strings(spark: SparkSession, path: Path) -> DataFrame:
@@ -46,11 +40,10 @@ def read_as_strings(spark: SparkSession, path: Path) -> DataFrame:
 
 
 def read_interactions(spark: SparkSession, data_dir: Path) -> DataFrame:
-    path = find_input(data_dir, "interactions")
+    path = find_input(data_dir, INTERACTIONS)
     if path is None:
         raise DataContractError(
-            f"no interactions in {data_dir}: expected interactions.parquet, interactions.csv "
-            "or a directory interactions/ of Parquet files"
+            f"no interactions in {data_dir}: expected {describe_expected(data_dir, INTERACTIONS)}"
         )
     df = read_as_strings(spark, path)
     missing = [c for c in INTERACTION_COLUMNS if c not in df.columns]

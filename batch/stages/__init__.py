@@ -2,9 +2,10 @@
 
 Everything that needs to know the stages reads this registry: the runner
 (`batch/pipeline/runner.py`), the CLI (`recsys batch stage NAME`), the Airflow DAG
-(`dags/recsys_nightly.py`: one task per stage, Spark-submitted or CLI, with its timeout)
-and the tests. Adding a stage means: a module here with `run(ctx[, spark])`, one
-`StageSpec` line below. Nothing else lists stages.
+(`dags/recsys_nightly.py`: one task per stage, Spark-submitted or CLI, with its timeout),
+the run context (`ctx.outputs.<stage>`: the typed paths of batch/stages/outputs.py) and the
+tests. Adding a stage means: a module here with `run(ctx[, spark])`, its outputs class in
+outputs.py, one `StageSpec` line below. Nothing else lists stages (docs/stages.md).
 
 This module is import-light on purpose (no pyspark, no torch, no file access): the DAG
 processor imports it on every parse. A stage's module is imported only when it runs.
@@ -16,6 +17,23 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from batch.stages.outputs import (
+    CandidatesOutputs,
+    EmbeddingsOutputs,
+    EvaluateOutputs,
+    FeaturesOutputs,
+    GateOutputs,
+    IndexOutputs,
+    PublishOutputs,
+    RankOutputs,
+    StageOutputs,
+    TrainRankerOutputs,
+    ValidateOutputs,
+)
+from shared.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -27,13 +45,16 @@ class StageSpec:
         DAG so that on a cluster it runs where the Spark stages' outputs are; "driver" is a
         plain CLI task (torch, gate, publish).
     timeout: the Airflow task's execution_timeout (sized for ~100x ml-latest-small).
-    needs: the stages whose outputs it reads.
+    needs: the stages whose outputs it reads; each is listed before it (a test checks, and
+        in a run `ctx.outputs` refuses any other stage's outputs).
+    outputs: what it writes, as typed paths (`ctx.outputs.<name>` is one of these).
     """
 
     name: str
     spark: str
     timeout: timedelta
-    needs: tuple[str, ...] = ()
+    needs: tuple[str, ...]
+    outputs: type[StageOutputs]
     doc: str = ""
 
     @property
@@ -54,38 +75,53 @@ class StageSpec:
 _H, _M = timedelta(hours=1), timedelta(minutes=1)
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("validate", "session", 30 * _M, (),
+    StageSpec("validate", "session", 30 * _M, (), ValidateOutputs,
               "clean rows and the quarantine, each bad row with its reason"),
-    StageSpec("embeddings", "session", 2 * _H, ("validate",),
+    StageSpec("embeddings", "session", 2 * _H, ("validate",), EmbeddingsOutputs,
               "stable id maps, evaluation and ranker splits, ALS factors per variant"),
-    StageSpec("index", "submit", 45 * _M, ("embeddings",),
+    StageSpec("index", "submit", 45 * _M, ("embeddings",), IndexOutputs,
               "a FAISS index per variant and its recall@100"),
-    StageSpec("candidates", "session", 2 * _H, ("embeddings", "index"),
+    StageSpec("candidates", "session", 2 * _H, ("embeddings", "index"), CandidatesOutputs,
               "per-user candidates from every source, merged; popular lists; recall"),
-    StageSpec("features", "session", 1 * _H, ("embeddings", "candidates"),
+    StageSpec("features", "session", 1 * _H, ("embeddings", "candidates"), FeaturesOutputs,
               "the re-ranker's feature arrays per variant and its training sample"),
-    StageSpec("train_ranker", "driver", 2 * _H, ("features",),
+    StageSpec("train_ranker", "driver", 2 * _H, ("features",), TrainRankerOutputs,
               "torch training, ONNX export, int8 quantization"),
-    StageSpec("rank", "session", 1 * _H, ("candidates", "features", "train_ranker"),
+    StageSpec("rank", "session", 1 * _H, ("embeddings", "candidates", "features", "train_ranker"),
+              RankOutputs,
               "the published lists: re-ranked (int8 or fp32) or fused; popularity baseline"),
     StageSpec("evaluate", "session", 45 * _M, ("embeddings", "candidates", "index", "rank"),
-              "metrics of every list on the held-out split"),
-    StageSpec("gate", "driver", 10 * _M, ("evaluate",),
+              EvaluateOutputs, "metrics of every list on the held-out split"),
+    StageSpec("gate", "driver", 10 * _M, ("evaluate",), GateOutputs,
               "the quality gate: publish or not"),
     StageSpec("publish", "driver", 15 * _M, ("validate", "embeddings", "index", "candidates",
                                              "features", "train_ranker", "rank", "evaluate",
                                              "gate"),
-              "the bundle, switched to atomically; the warehouse rebuilt"),
+              PublishOutputs, "the bundle, switched to atomically; the warehouse rebuilt"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 BY_NAME: dict[str, StageSpec] = {s.name: s for s in STAGES}
+
+
+class UndeclaredStageInput(RuntimeError):
+    """A stage read the outputs of a stage its StageSpec does not list in `needs` (a bug in
+    the stage or in the registry: the DAG's order would not guarantee those outputs)."""
 
 
 def get(name: str) -> StageSpec:
     try:
         return BY_NAME[name]
     except KeyError:
-        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}") from None
+        raise UsageError(f"unknown stage {name!r}; stages are {', '.join(STAGE_NAMES)}") from None
+
+
+def check_readable(reader: str, stage: str) -> None:
+    """Raise UndeclaredStageInput unless stage `reader` may read `stage`'s outputs."""
+    if stage != reader and stage not in get(reader).needs:
+        raise UndeclaredStageInput(
+            f"stage {reader} reads the outputs of {stage}, which its StageSpec does not need "
+            f"(needs: {', '.join(get(reader).needs) or 'nothing'}): add it in batch/stages/__init__.py"
+        )
 
 
 def last_session_stage() -> str:
@@ -97,5 +133,25 @@ def describe() -> str:
     return "|".join(STAGE_NAMES)
 
 
-__all__ = ["BY_NAME", "STAGES", "STAGE_NAMES", "StageSpec", "describe", "get", "last_session_stage"]
+class RunOutputs:
+    """One run's stage outputs by stage name: `RunOutputs(work).embeddings.train` is a Path
+    (work: `ART/work/<run_date>`, see outputs.work_dir). With `reader` set (a stage's
+    context) only the outputs of the stages that stage needs, and its own, are reachable."""
+
+    def __init__(self, work: Path, reader: str | None = None) -> None:
+        self._work, self._reader = work, reader
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in BY_NAME:
+            raise AttributeError(f"no stage {name!r}; stages are {describe()}")
+        if self._reader is not None:
+            check_readable(self._reader, name)
+        return BY_NAME[name].outputs(self._work / name)
+
+    def __dir__(self) -> list[str]:
+        return list(STAGE_NAMES)
+
+
+__all__ = ["BY_NAME", "STAGES", "STAGE_NAMES", "RunOutputs", "StageSpec", "UndeclaredStageInput",
+           "check_readable", "describe", "get", "last_session_stage"]
 

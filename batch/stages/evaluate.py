@@ -8,30 +8,31 @@ from pyspark.sql import functions as F
 from batch.context import RunContext, read_json, write_json
 from batch.report import plots
 from batch.spark import candidates, evaluate
-from batch.stages._spark import EVAL_K
+from batch.stages._spark import EVAL_K, read
 
 
 def _reranker_metrics(ctx: RunContext, spark: SparkSession, test: DataFrame) -> dict[str, object]:
     """The fused fallback and both re-ranked versions, on the same test split; "merged" in
     the main lists is what is published (re-ranked, or fused when no ranker shipped)."""
-    rank_dir = ctx.stage_dir("rank") / "eval"
-    ranker = read_json(ctx.stage_dir("rank") / "ranker.json")
-    lists = {"fused": "fused.parquet", "reranked_fp32": "reranked_fp32.parquet",
-             "reranked_int8": "reranked_int8.parquet"}
-    found = {name: evaluate.ranking_metrics(spark.read.parquet(str(rank_dir / f)), test, EVAL_K)
-             for name, f in lists.items() if (rank_dir / f).exists()}
+    rank = ctx.outputs.rank
+    ranker = read_json(rank.ranker)
+    lists = {"fused": rank.fused("eval"), "reranked_fp32": rank.reranked_eval("fp32"),
+             "reranked_int8": rank.reranked_eval("int8")}
+    found = {name: evaluate.ranking_metrics(read(spark, path), test, EVAL_K)
+             for name, path in lists.items() if path.exists()}
     return {"status": ranker.get("status"), "shipped": ranker.get("shipped", "fused"),
             "reason": ranker.get("reason"), "parity": ranker.get("parity"), "lists": found}
 
 
 def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
-    test = spark.read.parquet(ctx.path("embeddings", "test.parquet")).cache()
-    catalog = spark.read.parquet(ctx.path("embeddings", "items.parquet")).count()
+    emb, rank, out = ctx.outputs.embeddings, ctx.outputs.rank, ctx.outputs.evaluate
+    test = read(spark, emb.test).cache()
+    catalog = read(spark, emb.items).count()
     lists = {
-        "merged": spark.read.parquet(ctx.path("rank", "eval/recommendations.parquet")),
-        "popularity": spark.read.parquet(ctx.path("rank", "eval/popularity_baseline.parquet")),
+        "merged": read(spark, rank.recommendations("eval")),
+        "popularity": read(spark, rank.popularity_baseline),
     }
-    merged = spark.read.parquet(ctx.path("candidates", "eval/candidates.parquet"))
+    merged = read(spark, ctx.outputs.candidates.merged("eval"))
     reranker = _reranker_metrics(ctx, spark, test)
     for source in candidates.SOURCES:
         lists[source] = merged.where(F.col(f"rank_{source}") <= EVAL_K).select(
@@ -45,13 +46,13 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         "coverage": {name: evaluate.coverage(df, EVAL_K, catalog) for name, df in lists.items()},
         "full_list_share": evaluate.full_list_share(lists["merged"], test, EVAL_K),
     }
-    metrics.update(read_json(ctx.stage_dir("candidates") / "recall.json"))
+    metrics.update(read_json(ctx.outputs.candidates.recall))
     # A wall-clock time is no quality metric and differs between identical reruns; the
     # manifest's `index` field keeps it.
-    index_info = read_json(ctx.stage_dir("index") / "info-eval.json")
+    index_info = read_json(ctx.outputs.index.info("eval"))
     metrics["index"] = {k: v for k, v in index_info.items() if k != "build_seconds"}
-    metrics["fusion"] = read_json(ctx.stage_dir("rank") / "fusion.json")
+    metrics["fusion"] = read_json(rank.fusion)
     metrics["reranker"] = reranker
-    write_json(ctx.stage_dir("evaluate") / "metrics.json", metrics)
-    plots.metrics_figure(metrics, ctx.stage_dir("evaluate") / "metrics.png")
+    write_json(out.metrics, metrics)
+    plots.metrics_figure(metrics, out.figure)
     return metrics

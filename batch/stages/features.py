@@ -10,6 +10,7 @@ shared.features.compute_features turns it into the matrix the trainer reads.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,6 +20,7 @@ from pyspark.sql import functions as F
 from batch.context import MODEL_VARIANTS, RANKER_VARIANT, RunContext, write_json
 from batch.ranker.batch_scoring import source_matrices
 from batch.spark import candidates
+from batch.stages._spark import read
 from batch.vectors import read_vectors
 from shared.features import (
     FEATURE_NAMES,
@@ -35,9 +37,6 @@ log = logging.getLogger(__name__)
 DAY = 86400
 MAX_BUCKETS = 32
 MAX_GENRES = 64  # genre vocabulary cap: the most frequent ones (tags can be many)
-TRAIN_FILES = {RANKER_VARIANT: "ranker_train.parquet", "eval": "train.parquet",
-               "full": "interactions.parquet"}
-SAMPLE_FILE = "train_sample.npz"
 
 
 def _csr(rows: np.ndarray, values: list[np.ndarray], size: int) -> tuple[np.ndarray, ...]:
@@ -56,7 +55,7 @@ def _genre_vocabulary(items: DataFrame) -> list[str]:
     return [r["g"] for r in rows]
 
 
-def _dense(path: str, rows: int) -> np.ndarray:
+def _dense(path: Path, rows: int) -> np.ndarray:
     ids, vecs = read_vectors(path)
     out = np.zeros((max(rows, int(ids.max(initial=-1)) + 1), vecs.shape[1]), dtype=np.float32)
     out[ids] = vecs
@@ -70,12 +69,12 @@ def _max_idx(df: DataFrame, column: str) -> int:
 
 def build_arrays(ctx: RunContext, spark: SparkSession, variant: str) -> dict[str, object]:
     """Write features/<variant>/*.npy from that variant's training data."""
-    out = ctx.stage_dir("features") / variant
-    train = spark.read.parquet(ctx.path("embeddings", TRAIN_FILES[variant]))
-    items = spark.read.parquet(ctx.path("embeddings", "items.parquet"))
-    users = spark.read.parquet(ctx.path("embeddings", "users.parquet"))
-    item_factors = _dense(ctx.path("embeddings", f"{variant}/item_factors.parquet"), 0)
-    user_factors = _dense(ctx.path("embeddings", f"{variant}/user_factors.parquet"), 0)
+    emb, features = ctx.outputs.embeddings, ctx.outputs.features
+    train = read(spark, emb.train_for(variant))
+    items = read(spark, emb.items)
+    users = read(spark, emb.users)
+    item_factors = _dense(emb.item_factors(variant), 0)
+    user_factors = _dense(emb.user_factors(variant), 0)
     n_items = max(_max_idx(items, "item_idx") + 1, len(item_factors))
     n_users = max(_max_idx(users, "user_idx") + 1, len(user_factors))
     bounds = train.agg(F.min("ts"), F.max("ts")).first()
@@ -118,7 +117,7 @@ def build_arrays(ctx: RunContext, spark: SparkSession, variant: str) -> dict[str
         .withColumn("share", F.col("n") / F.sum("n").over(Window.partitionBy("user_idx")))
     )
     recent = candidates.recent_history(train, RECENT_ITEMS)
-    tmp = ctx.stage_dir("features") / f"_agg-{variant}"
+    tmp = features.scratch(variant)
     for name, df in (("item_stats", item_stats_df), ("user_stats", user_stats_df),
                      ("item_genre", item_genre), ("user_genre", user_genre),
                      ("recent", recent.select("user_idx", "item_idx", "pos")),
@@ -151,7 +150,7 @@ def build_arrays(ctx: RunContext, spark: SparkSession, variant: str) -> dict[str
     recent_indptr, recent_indices = _csr(
         t["user_idx"].to_numpy(), [t["item_idx"].to_numpy(dtype=np.int32)], n_users
     )
-    t = pq.read_table(ctx.path("candidates", f"{variant}/neighbors.parquet")).to_pandas()
+    t = pq.read_table(ctx.outputs.candidates.neighbors(variant)).to_pandas()
     t = t.sort_values(["item_idx", "sim", "neighbor_idx"], ascending=[True, False, True])
     nb_indptr, nb_indices, nb_sims = _csr(
         t["item_idx"].to_numpy(), [t["neighbor_idx"].to_numpy(dtype=np.int32),
@@ -168,18 +167,19 @@ def build_arrays(ctx: RunContext, spark: SparkSession, variant: str) -> dict[str
         bucket_totals=item_buckets.sum(axis=0, dtype=np.float64),
         item_factors=np.vstack([item_factors, pad]), user_factors=np.vstack([user_factors, upad]),
     )
-    save_feature_arrays(arrays, out)
+    save_feature_arrays(arrays, features.arrays(variant))
     info: dict[str, object] = {"n_items": n_items, "n_users": n_users, "genres": vocab,
                                "reference_ts": ref}
-    write_json(out / "info.json", info)
+    write_json(features.info(variant), info)
     return {"n_items": n_items, "n_users": n_users, "n_genres": len(vocab)}
 
 
 def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     """Labelled candidates of the ranker window -> features/train_sample.npz."""
     cfg = ctx.config.ranker
-    cands = spark.read.parquet(ctx.path("candidates", f"{RANKER_VARIANT}/candidates.parquet"))
-    labels = spark.read.parquet(ctx.path("embeddings", "ranker_labels.parquet"))
+    features = ctx.outputs.features
+    cands = read(spark, ctx.outputs.candidates.merged(RANKER_VARIANT))
+    labels = read(spark, ctx.outputs.embeddings.ranker_labels)
     n_rel = labels.groupBy("user_idx").agg(F.count("*").alias("n_rel"))
     labelled = cands.join(labels.withColumn("label", F.lit(1)), ["user_idx", "item_idx"], "left")
     labelled = labelled.fillna(0, subset=["label"])
@@ -200,17 +200,17 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         .where((F.col("label") == 1) | (F.col("r") <= cfg.max_negatives_per_user))
         .drop("r")
     )
-    path = ctx.stage_dir("features") / "_agg-sample"
+    path = features.scratch("sample")
     sample.orderBy("user_idx", "item_idx").coalesce(1).write.mode("overwrite").parquet(str(path))
     pdf = pq.read_table(path).to_pandas().sort_values(["user_idx", "item_idx"], ignore_index=True)
-    arrays = load_feature_arrays(ctx.stage_dir("features") / RANKER_VARIANT)
+    arrays = load_feature_arrays(features.arrays(RANKER_VARIANT))
     parts = []
     for user, group in pdf.groupby("user_idx", sort=True):
         scores, ranks = source_matrices(group)
         parts.append(compute_features(arrays, int(user), group["item_idx"].to_numpy(), scores, ranks))
     x = np.concatenate(parts) if parts else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     np.savez(
-        ctx.stage_dir("features") / SAMPLE_FILE, x=x,
+        features.train_sample, x=x,
         y=pdf["label"].to_numpy(np.float32), user=pdf["user_idx"].to_numpy(np.int64),
         is_val=pdf["is_val"].to_numpy(bool), n_rel=pdf["n_rel"].to_numpy(np.int64),
     )
@@ -221,5 +221,5 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
 def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     report: dict[str, object] = {v: build_arrays(ctx, spark, v) for v in MODEL_VARIANTS}
     report["sample"] = training_sample(ctx, spark)
-    write_json(ctx.stage_dir("features") / "report.json", report)
+    write_json(ctx.outputs.features.report, report)
     return report

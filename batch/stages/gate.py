@@ -64,10 +64,10 @@ def _previous_metrics(artifacts: Path) -> dict[str, Any] | None:
 
 
 def run(ctx: RunContext) -> dict[str, object]:
-    metrics = read_json(ctx.stage_dir("evaluate") / "metrics.json")
+    metrics = read_json(ctx.outputs.evaluate.metrics)
     decision = decide(metrics, _previous_metrics(ctx.artifacts), ctx.config.publish)
     write_json(
-        ctx.stage_dir("gate") / "decision.json",
+        ctx.outputs.gate.decision,
         {"passed": decision.passed, "reasons": decision.reasons, "checked": decision.checked},
     )
     if not decision.passed:

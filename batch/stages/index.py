@@ -12,16 +12,16 @@ from batch.vectors import read_vectors
 
 def run(ctx: RunContext) -> dict[str, object]:
     cfg = ctx.config.index
-    out = ctx.stage_dir("index")
+    emb, out = ctx.outputs.embeddings, ctx.outputs.index
     report: dict[str, object] = {}
     for variant in MODEL_VARIANTS:
-        ids, vectors = read_vectors(ctx.path("embeddings", f"{variant}/item_factors.parquet"))
+        ids, vectors = read_vectors(emb.item_factors(variant))
         built = ann_index.build_index(ids, vectors, cfg)
-        _, users = read_vectors(ctx.path("embeddings", f"{variant}/user_factors.parquet"))
+        _, users = read_vectors(emb.user_factors(variant))
         rng = np.random.default_rng(0)
         sample = users[rng.choice(len(users), size=min(cfg.recall_sample_queries, len(users)), replace=False)]
         recall = ann_index.recall_at_k(built.index, vectors, ids, sample, 100)
-        ann_index.save(built.index, out / f"index-{variant}.faiss")
+        ann_index.save(built.index, out.index(variant))
         info = {
             "kind": built.kind,
             "dim": int(vectors.shape[1]),
@@ -30,6 +30,6 @@ def run(ctx: RunContext) -> dict[str, object]:
             "recall_at_100": recall,
             "build_seconds": round(built.build_seconds, 3),
         }
-        write_json(out / f"info-{variant}.json", info)
+        write_json(out.info(variant), info)
         report[variant] = info
     return report

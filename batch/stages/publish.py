@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def run(ctx: RunContext) -> dict[str, object]:
-    stats = read_json(ctx.stage_dir("validate") / "stats.json")
+    stats = read_json(ctx.outputs.validate.stats)
     run_id = str(stats["run_id"])
-    gate = read_json(ctx.stage_dir("gate") / "decision.json")
+    gate = read_json(ctx.outputs.gate.decision)
     if not gate.get("passed"):
         raise BundleError(f"run {run_id} did not pass the quality gate: {gate.get('reasons')}")
     # The warehouse rebuilt after the switch needs the pseudonymisation key: fail now, while
@@ -39,8 +39,8 @@ def run(ctx: RunContext) -> dict[str, object]:
     shutil.rmtree(staging, ignore_errors=True)
     row_counts = bundle_writer.assemble(ctx, staging)
     row_counts["interactions_clean"] = int(stats["rows_clean"])
-    metrics = read_json(ctx.stage_dir("evaluate") / "metrics.json")
-    index_info = read_json(ctx.stage_dir("index") / "info-full.json")
+    metrics = read_json(ctx.outputs.evaluate.metrics)
+    index_info = read_json(ctx.outputs.index.info("full"))
     window = stats["data_window"]
     manifest = BundleManifest(
         run_id=run_id,
@@ -72,7 +72,7 @@ def run(ctx: RunContext) -> dict[str, object]:
         staging.rename(final)
     write_current(ctx.artifacts, run_id)
     log.info("published %s: CURRENT -> %s", final, run_id)
-    warehouse_build.rebuild(ctx.artifacts, run_id, ctx.stage_dir("validate") / "clean.parquet")
+    warehouse_build.rebuild(ctx.artifacts, run_id, ctx.outputs.validate.clean)
     removed = prune_runs(ctx.artifacts, ctx.config.publish.keep_runs)
     return {"run_id": run_id, "bundle": str(final), "pruned": removed}
 

@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 from batch.context import VARIANTS, RunContext, write_json
 from batch.ranker.rerank import rerank
 from batch.spark import candidates, evaluate, fusion
-from batch.stages._spark import EVAL_K, train_for, write
+from batch.stages._spark import EVAL_K, read, train_for, write
 from shared.bundle import GLOBAL_SEGMENT
 
 
@@ -19,43 +19,41 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     (batch/ranker/rerank.py) when one was trained, else the fused order, which is always
     kept (fused.parquet) as the fallback and evaluated; plus the popularity baseline
     (global popular, unseen) for evaluation."""
-    out = ctx.stage_dir("rank")
+    emb, cands, out = ctx.outputs.embeddings, ctx.outputs.candidates, ctx.outputs.rank
     top_k = ctx.config.publish.top_k
     weights, tuned_ndcg = fusion.tune_weights(
-        spark.read.parquet(ctx.path("candidates", "eval/candidates.parquet")),
-        spark.read.parquet(ctx.path("embeddings", "test.parquet")),
+        read(spark, cands.merged("eval")),
+        read(spark, emb.test),
         candidates.SOURCES,
         ctx.config.candidates.source_weights,
     )
-    write_json(out / "fusion.json", {"weights": weights, "sample_ndcg@10": tuned_ndcg})
+    write_json(out.fusion, {"weights": weights, "sample_ndcg@10": tuned_ndcg})
 
     def write_fused(variant: str) -> str:
-        merged = candidates.with_fused_score(
-            spark.read.parquet(ctx.path("candidates", f"{variant}/candidates.parquet")), weights
-        )
+        merged = candidates.with_fused_score(read(spark, cands.merged(variant)), weights)
         lists = evaluate.rank_lists(merged, "fused_score", top_k).join(
             merged.select("user_idx", "item_idx", "sources"), ["user_idx", "item_idx"]
         )
-        write(lists.orderBy("user_idx", "rank"), str(out / variant / "fused.parquet"), 4)
-        return str(out / variant / "fused.parquet")
+        write(lists.orderBy("user_idx", "rank"), out.fused(variant), 4)
+        return str(out.fused(variant))
 
     write_fused("eval")  # always: evaluated beside the re-ranked lists
     ranker = rerank(ctx, spark, top_k)
-    write_json(out / "ranker.json", ranker)
+    write_json(out.ranker, ranker)
     for variant in VARIANTS:
         chosen = ranker.get("lists", {}).get(variant)  # type: ignore[attr-defined]
         if chosen is None:  # no re-ranked lists: the fused order is what ships
-            chosen = str(out / variant / "fused.parquet") if variant == "eval" else write_fused(variant)
+            chosen = str(out.fused(variant)) if variant == "eval" else write_fused(variant)
         elif variant != "eval":  # the published variant's fused order would go unused
-            shutil.rmtree(out / variant / "fused.parquet", ignore_errors=True)
+            shutil.rmtree(out.fused(variant), ignore_errors=True)
         # Both kinds of list are written sorted by (user, rank): a copy, not a re-sort.
-        target = out / variant / "recommendations.parquet"
+        target = out.recommendations(variant)
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(chosen, target)
     # Popularity baseline: the global list, minus what each test user has seen.
     train = train_for(ctx, spark, "eval")
-    test_users = spark.read.parquet(ctx.path("embeddings", "test.parquet")).select("user_idx").distinct()
-    popular = spark.read.parquet(ctx.path("candidates", "eval/popular.parquet")).where(
+    test_users = read(spark, emb.test).select("user_idx").distinct()
+    popular = read(spark, cands.popular("eval")).where(
         F.col("segment") == GLOBAL_SEGMENT
     )
     baseline = (
@@ -63,5 +61,5 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         .join(candidates.seen_items(train), ["user_idx", "item_idx"], "left_anti")
     )
     write(evaluate.rank_lists(baseline, "score", EVAL_K).orderBy("user_idx", "rank"),
-           str(out / "eval" / "popularity_baseline.parquet"))
+          out.popularity_baseline)
     return {"top_k": top_k, "fusion_weights": weights, "ranker": ranker.get("status")}

@@ -9,14 +9,15 @@ from pyspark.sql import functions as F
 
 from batch.context import RunContext, code_version, write_json
 from batch.spark import inputs, validation
-from batch.stages._spark import write
+from batch.stages._spark import read, write
+from shared.inputs import CONTRACT_FILES, ITEMS, USERS, find_input
 
 
 def _input_fingerprint(ctx: RunContext) -> str:
     """Hash of input file sizes and mtimes plus config and code: the run id's suffix."""
     digest = hashlib.sha256()
-    for name in ("interactions", "items", "users"):
-        found = inputs.find_input(ctx.data_dir, name)
+    for name in CONTRACT_FILES:
+        found = find_input(ctx.data_dir, name)
         if found is None:
             continue
         files = sorted(found.rglob("*")) if found.is_dir() else [found]
@@ -34,8 +35,8 @@ def _input_fingerprint(ctx: RunContext) -> str:
 
 def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     raw = inputs.read_interactions(spark, ctx.data_dir)
-    items = inputs.read_optional(spark, ctx.data_dir, "items", ("item_id",))
-    users = inputs.read_optional(spark, ctx.data_dir, "users", ("user_id",))
+    items = inputs.read_optional(spark, ctx.data_dir, ITEMS, ("item_id",))
+    users = inputs.read_optional(spark, ctx.data_dir, USERS, ("user_id",))
     if items is not None:
         for col in ("title", "genres", "available_regions"):
             if col not in items.columns:
@@ -56,19 +57,19 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
             .select("user_id", "region")
         )
     result = validation.validate(raw, ctx.run_end_epoch, ctx.config.validation, items)
-    out = ctx.stage_dir("validate")
-    write(result.clean.orderBy("user_id", "ts", "item_id", "event_type"), str(out / "clean.parquet"), 4)
-    write(result.quarantine.orderBy("row_number"), str(out / "quarantine.parquet"))
-    clean = spark.read.parquet(str(out / "clean.parquet"))
+    out = ctx.outputs.validate
+    write(result.clean.orderBy("user_id", "ts", "item_id", "event_type"), out.clean, 4)
+    write(result.quarantine.orderBy("row_number"), out.quarantine)
+    clean = read(spark, out.clean)
     if items is None:  # no catalogue given: the catalogue is what users interacted with
         items = clean.select("item_id").distinct().select(
             "item_id", *[F.lit(None).cast("string").alias(c) for c in ("title", "genres", "available_regions")]
         )
-    write(items.orderBy("item_id"), str(out / "items.parquet"))
+    write(items.orderBy("item_id"), out.items)
     if users is None:
         users = clean.select("user_id").distinct().withColumn("region", F.lit(None).cast("string"))
-    write(users.orderBy("user_id"), str(out / "users.parquet"))
-    quarantine = spark.read.parquet(str(out / "quarantine.parquet"))
+    write(users.orderBy("user_id"), out.users)
+    quarantine = read(spark, out.quarantine)
     reasons = {r["reason"]: int(r["count"]) for r in quarantine.groupBy("reason").count().collect()}
     n_bad = sum(reasons.values())
     window = clean.agg(F.min("ts").alias("lo"), F.max("ts").alias("hi")).first()
@@ -79,7 +80,7 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         "quarantine_reasons": reasons,
         "data_window": {"min_ts": window["lo"], "max_ts": window["hi"]},
     }
-    write_json(out / "stats.json", stats)
+    write_json(out.stats, stats)
     rows_clean = int(stats["rows_clean"])  # type: ignore[call-overload]
     validation.check_threshold(rows_clean + n_bad, n_bad, reasons, ctx.config.validation.max_bad_share)
     return stats

@@ -13,6 +13,8 @@ import onnxruntime as ort
 import pyarrow.parquet as pq
 import pytest
 
+from batch.stages import RunOutputs
+from batch.stages.outputs import work_dir
 from shared.bundle import current_bundle, load_manifest
 from shared.features import FEATURE_NAMES, SOURCES, compute_features, load_feature_arrays
 from tests.conftest import TINY_RUN_DATE
@@ -51,8 +53,8 @@ def test_online_path_reproduces_the_published_lists(pipeline_artifacts: Path) ->
     bundle = current_bundle(pipeline_artifacts)
     spec = json.loads((bundle / "ranker" / "spec.json").read_text())
     online = load_feature_arrays(bundle / "features", factors_dir=bundle)
-    batch = load_feature_arrays(
-        pipeline_artifacts / "work" / TINY_RUN_DATE.isoformat() / "features" / "full")
+    work = work_dir(pipeline_artifacts, TINY_RUN_DATE.isoformat())
+    batch = load_feature_arrays(RunOutputs(work).features.arrays("full"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(bundle / "ranker" / spec["model"]), options,

@@ -49,17 +49,17 @@ def _validate(spark: object, tmp_path: Path, rows: list[tuple[str, ...]], **cfg:
 @pytest.mark.spark
 def test_each_bad_row_is_quarantined_with_its_reason(spark, tmp_path: Path) -> None:
     ctx = _validate(spark, tmp_path, GOOD + BAD, validation={"max_bad_share": 0.9})
-    quarantine = spark.read.parquet(ctx.path("validate", "quarantine.parquet")).collect()
+    quarantine = spark.read.parquet(str(ctx.outputs.validate.quarantine)).collect()
     got = sorted((r["user_id"] or "", r["item_id"] or "", r["reason"]) for r in quarantine)
     want = sorted((r[0], r[1], r[5]) for r in BAD)
     assert got == want
-    clean = spark.read.parquet(ctx.path("validate", "clean.parquet")).collect()
+    clean = spark.read.parquet(str(ctx.outputs.validate.clean)).collect()
     assert len(clean) == len(GOOD)
     by_key = {(r["user_id"], r["item_id"]): r for r in clean}
     assert by_key[("u1", "b")]["ts"] == 1700042400  # ISO-8601 parsed to unix seconds
     assert by_key[("u2", "a")]["weight"] == 2.5
     assert by_key[("u1", "b")]["weight"] == 1.0  # empty weight defaults to 1
-    titles = {r["item_id"]: r["title"] for r in spark.read.parquet(ctx.path("validate", "items.parquet")).collect()}
+    titles = {r["item_id"]: r["title"] for r in spark.read.parquet(str(ctx.outputs.validate.items)).collect()}
     assert titles["a"] == "Alpha, the movie"
 
 

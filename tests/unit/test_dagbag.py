@@ -1,7 +1,8 @@
 """The DAG files parse cleanly, fast, without heavy imports, and have the intended shape.
 
-No scheduler, no Spark: a DagBag over dags/ plus the pure helpers in dags/_common.py.
-The real runs through `airflow dags test` live in tests/e2e/test_airflow_dags.py.
+No scheduler, no Spark: a DagBag over dags/ plus the pure helpers in dags/_common.py and
+dags/_alerts.py. The real runs through `airflow dags test` live in
+tests/e2e/test_airflow_dags.py.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from batch.stages import STAGE_NAMES, STAGES  # noqa: E402
 
 NIGHTLY_CHAIN = ["wait_for_input", *STAGE_NAMES, "notify_service"]
 SPARK_TASKS = [s.name for s in STAGES if s.spark_submitted]
-# The registry module itself is allowed (it is pure Python); no other batch module is.
-LIGHT_BATCH_MODULES = {"batch", "batch.stages"}
+# The registry and its outputs classes are allowed (pure Python); no other batch module is.
+LIGHT_BATCH_MODULES = {"batch", "batch.stages", "batch.stages.outputs"}
 HEAVY_MODULES = ["pyspark", "torch", "faiss", "onnxruntime", "duckdb", "pandas"]
 
 
@@ -59,6 +60,13 @@ def common(airflow_env: None) -> Any:
     import _common
 
     return _common
+
+
+@pytest.fixture(scope="module")
+def alerts(airflow_env: None) -> Any:
+    import _alerts
+
+    return _alerts
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +167,7 @@ def test_nightly_schedule_and_run_policies(nightly: Any) -> None:
     assert all(nightly.params[k] is None for k in ("data_dir", "artifacts_dir"))
 
 
-def test_nightly_tasks_retry_with_backoff_and_time_out(nightly: Any, common: Any) -> None:
+def test_nightly_tasks_retry_with_backoff_and_time_out(nightly: Any, alerts: Any) -> None:
     for task in nightly.tasks:
         assert task.execution_timeout is not None, task.task_id
         assert task.execution_timeout <= timedelta(hours=3), task.task_id
@@ -172,7 +180,7 @@ def test_nightly_tasks_retry_with_backoff_and_time_out(nightly: Any, common: Any
         assert task.retry_delay > timedelta(0)
         assert task.max_retry_delay is not None
     callbacks = nightly.get_task("validate").on_failure_callback
-    assert common.on_failure_alert in (callbacks if isinstance(callbacks, list) else [callbacks])
+    assert alerts.on_failure_alert in (callbacks if isinstance(callbacks, list) else [callbacks])
 
 
 def test_spark_stages_use_spark_submit_and_the_spark_default_connection(
@@ -371,27 +379,28 @@ def test_spark_operator_adapts_to_a_yarn_cluster_connection(
     assert (op.durable, op._yarn_track_via_rm_api) == (durable, rm_api)
 
 
-def test_find_input_accepts_file_or_parquet_directory(common: Any, tmp_path: Path) -> None:
-    assert common.find_input(tmp_path) is None
-    assert common.find_input(tmp_path / "nope") is None
-    (tmp_path / "interactions.csv").write_text("user_id,item_id\n")
-    assert common.find_input(tmp_path) == tmp_path / "interactions.csv"
-    spark_dir = tmp_path / "b" / "interactions.parquet"
-    spark_dir.mkdir(parents=True)
-    (spark_dir / "_temporary").mkdir()
-    (spark_dir / "part-0.parquet").write_bytes(b"PAR1")
-    assert common.find_input(tmp_path / "b") is None  # still being written
-    (spark_dir / "_temporary").rmdir()
-    assert common.find_input(tmp_path / "b") == spark_dir
-    assert "interactions.parquet" in common.describe_expected_input(tmp_path)
+def test_stage_failure_reason_is_the_cli_error_line() -> None:
+    from shared.errors import StageFailed
 
-
-def test_stage_failure_reason_is_the_cli_error_line(common: Any) -> None:
     out = ["INFO starting", "error: quality gate refused to publish: ndcg@10 0.1 <= 0.2", "bye"]
-    exc = common.StageFailed("gate", 1, out)
+    exc = StageFailed("gate", 3, out)
     assert exc.reason == "error: quality gate refused to publish: ndcg@10 0.1 <= 0.2"
-    assert "exit 1" in str(exc)
-    assert common.StageFailed("x", 2, ["a", "b"]).reason == "a | b"
+    assert "exit 3" in str(exc) and exc.returncode == 3 and exc.stage == "gate"
+    assert StageFailed("x", 2, ["a", "b"]).reason == "a | b"
+    assert StageFailed.exit_code == 7
+
+
+def test_run_recsys_raises_stage_failed_with_the_exit_code(
+    common: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the gate and vacuum tasks branch on: the command's own exit code."""
+    from shared.errors import StageFailed
+
+    script = "import sys; print('error: refused'); sys.exit(3)"
+    monkeypatch.setenv("RECSYS_CLI", f"{sys.executable} -c {json.dumps(script)}")
+    with pytest.raises(StageFailed) as info:
+        common.run_recsys(["batch", "stage", "gate"], label="gate")
+    assert info.value.returncode == 3 and info.value.reason == "error: refused"
 
 
 # --------------------------------------------------------------------------------------
@@ -408,7 +417,7 @@ class _FakeTI:
 
 
 def test_failure_alert_appends_a_json_line(
-    common: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    alerts: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from datetime import UTC, datetime
 
@@ -421,8 +430,8 @@ def test_failure_alert_appends_a_json_line(
         "logical_date": datetime(2026, 1, 1, tzinfo=UTC),
         "exception": RuntimeError("quality gate refused"),
     }
-    common.on_failure_alert(context)
-    common.on_failure_alert(context)
+    alerts.on_failure_alert(context)
+    alerts.on_failure_alert(context)
     lines = sink.read_text().splitlines()
     assert len(lines) == 2
     alert = json.loads(lines[0])
@@ -434,30 +443,30 @@ def test_failure_alert_appends_a_json_line(
     assert alert["log_url"].startswith("http://")
 
 
-def test_alert_sinks_are_pluggable_and_never_raise(common: Any) -> None:
+def test_alert_sinks_are_pluggable_and_never_raise(alerts: Any) -> None:
     got: list[dict[str, Any]] = []
 
-    @common.alert_sink("test-collect")
+    @alerts.alert_sink("test-collect")
     def _collect(alert: dict[str, Any]) -> None:
         got.append(alert)
 
-    @common.alert_sink("test-broken")
+    @alerts.alert_sink("test-broken")
     def _broken(alert: dict[str, Any]) -> None:
         raise OSError("smtp down")
 
     try:
         env = {"RECSYS_ALERT_SINKS": "test-broken, nope ,test-collect"}
-        delivered = common.send_alert({"task_id": "x"}, env)
+        delivered = alerts.send_alert({"task_id": "x"}, env)
         assert delivered == ["test-collect"]
         assert got == [{"task_id": "x"}]
     finally:
-        common.ALERT_SINKS.pop("test-collect")
-        common.ALERT_SINKS.pop("test-broken")
+        alerts.ALERT_SINKS.pop("test-collect")
+        alerts.ALERT_SINKS.pop("test-broken")
 
 
-def test_alert_log_defaults_to_airflow_home(common: Any) -> None:
-    assert common.alert_log_path({"AIRFLOW_HOME": "/x"}) == Path("/x/alerts.log")
-    assert common.alert_log_path({"RECSYS_ALERT_LOG": "/y/a.log"}) == Path("/y/a.log")
+def test_alert_log_defaults_to_airflow_home(alerts: Any) -> None:
+    assert alerts.alert_log_path({"AIRFLOW_HOME": "/x"}) == Path("/x/alerts.log")
+    assert alerts.alert_log_path({"RECSYS_ALERT_LOG": "/y/a.log"}) == Path("/y/a.log")
 
 
 # --------------------------------------------------------------------------------------

@@ -175,7 +175,8 @@ def test_unknown_layout_is_a_clear_cli_error(tmp_path: Path) -> None:
     (tmp_path / "src" / "ratings.txt").write_text("nope\n")
     res = CliRunner().invoke(data_app, ["import-movielens", str(tmp_path / "src"), "--out",
                                         str(tmp_path / "out")])  # fmt: skip
-    assert res.exit_code == 2
+    assert res.exit_code == DataContractError.exit_code == 4  # shared/errors.py's table
+    assert res.stderr.startswith("error: no MovieLens files found")
     for name in ("ratings.csv", "movies.csv", "u.data", "u.item", "ratings.dat", "movies.dat"):
         assert name in res.output
     assert not (tmp_path / "out").exists()
