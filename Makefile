@@ -1,4 +1,4 @@
-# Everything a fresh machine needs: `make demo`, `make test`, `make setup`.
+# Everything a fresh machine needs: `make demo`, `make test`, `make test-fast`, `make setup`.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -12,7 +12,7 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: setup test lint typecheck demo airflow serve bench lock clean check-java
+.PHONY: setup test test-fast lint typecheck demo airflow serve bench lock clean check-java
 
 setup: $(STAMP)
 
@@ -35,8 +35,16 @@ lint: setup
 	$(BIN)/ruff check shared batch online dags tests bench
 	$(BIN)/mypy shared online
 
+# Everything, as CI runs it: Spark, the pipeline, gunicorn, `airflow dags test` (~11 min).
 test: setup lint
 	$(BIN)/python -m pytest -q tests
+
+# The inner loop: lint, type-check and every test that starts neither Spark nor a server
+# (markers `spark` and `e2e`, see pyproject.toml; tests/conftest.py marks any test using
+# the Spark session fixture). Under a minute on 2 cores.
+FAST_TESTS := not spark and not e2e
+test-fast: setup lint
+	$(BIN)/python -m pytest -q -m "$(FAST_TESTS)" tests
 
 demo: setup
 	bash scripts/demo.sh

@@ -23,6 +23,15 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that starts Spark carries the `spark` marker, so `make test-fast`
+    (-m "not spark and not e2e") never does: one using the session fixture, directly or
+    through another fixture (pipeline_artifacts), gets it here even if its file forgot."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()) and item.get_closest_marker("spark") is None:
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO

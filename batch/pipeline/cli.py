@@ -49,12 +49,21 @@ def run(data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: Conf
     typer.echo(summary_line(runner.run_all()))
 
 
-@batch_app.command("stage")
-def stage(name: Annotated[str, typer.Argument(help=stages.describe())],
+# Paragraphs are single lines: the help formatter keeps line breaks inside a paragraph.
+STAGE_HELP = (
+    "Run one stage alone (what each Airflow task does).\n\n"
+    "It reads the outputs of the stages it needs from ART/work/<run-date>/ and overwrites "
+    "its own (docs/stages.md). In parentheses, how it runs: session = with a SparkSession, "
+    "submit = spark-submitted without one, driver = plain Python. The stages, in order:\n\n"
+    + stages.overview()
+)
+
+
+@batch_app.command("stage", help=STAGE_HELP)
+def stage(name: Annotated[str, typer.Argument(help=f"the stage to run: {stages.describe()}",
+                                              show_default=False)],
           data: DataOpt, artifacts: ArtOpt, run_date: DateOpt = None, config: ConfigOpt = None,
           spark_master: MasterOpt = None) -> None:
-    """Run one stage alone (what each Airflow task does); it reads the outputs of the stages
-    it needs from ART/work/<run-date>/ (docs/stages.md)."""
     from batch.pipeline.runner import PipelineRunner
 
     stages.get(name)  # an unknown name is a usage error, before any work

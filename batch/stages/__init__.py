@@ -89,7 +89,7 @@ STAGES: tuple[StageSpec, ...] = (
               "torch training, ONNX export, int8 quantization"),
     StageSpec("rank", "session", 1 * _H, ("embeddings", "candidates", "features", "train_ranker"),
               RankOutputs,
-              "the published lists: re-ranked (int8 or fp32) or fused; popularity baseline"),
+              "re-ranked (int8 or fp32) or fused lists; the popularity baseline"),
     StageSpec("evaluate", "session", 45 * _M, ("embeddings", "candidates", "index", "rank"),
               EvaluateOutputs, "metrics of every list on the held-out split"),
     StageSpec("gate", "driver", 10 * _M, ("evaluate",), GateOutputs,
@@ -133,6 +133,12 @@ def describe() -> str:
     return "|".join(STAGE_NAMES)
 
 
+def overview() -> str:
+    """Two lines per stage, in order: number, name and kind; what it does (the CLI's help)."""
+    return "\n".join(f"{i:>2}. {s.name} ({s.spark})\n      {s.doc}"
+                     for i, s in enumerate(STAGES, start=1))
+
+
 class RunOutputs:
     """One run's stage outputs by stage name: `RunOutputs(work).embeddings.train` is a Path
     (work: `ART/work/<run_date>`, see outputs.work_dir). With `reader` set (a stage's
@@ -153,5 +159,5 @@ class RunOutputs:
 
 
 __all__ = ["BY_NAME", "STAGES", "STAGE_NAMES", "RunOutputs", "StageSpec", "UndeclaredStageInput",
-           "check_readable", "describe", "get", "last_session_stage"]
+           "check_readable", "describe", "get", "last_session_stage", "overview"]
 

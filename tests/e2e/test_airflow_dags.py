@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from batch.stages import STAGE_NAMES
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,9 +34,9 @@ BIN = Path(sys.executable).parent
 AIRFLOW = BIN / "airflow"
 RUN_DATE = "2026-01-01"
 DAG = "recsys_nightly"
-STAGES = ["validate", "embeddings", "index", "candidates", "features", "train_ranker", "rank",
-          "evaluate"]  # fmt: skip
-ALL_TASKS = ["wait_for_input", *STAGES, "gate", "publish", "notify_service"]
+# The stages before the gate, from the registry (the DAG's tasks are its stages).
+STAGES = list(STAGE_NAMES[: STAGE_NAMES.index("gate")])
+ALL_TASKS = ["wait_for_input", *STAGE_NAMES, "notify_service"]
 FULL_RUN_TIMEOUT = 900  # seconds; a tiny run takes ~2-3 min on 2 busy cores
 
 # Small but real: the same code paths as production, sized so a run is dominated by Spark's

@@ -25,7 +25,9 @@ from shared.request_log import log_dir, part_files
 from tests.e2e.conftest import publish_clone
 from tests.online.bundle_factory import corrupt
 
-pytestmark = pytest.mark.e2e
+# Spark too: the bundle comes from the pipeline_artifacts fixture (getfixturevalue, which
+# the conftest's marking cannot see) unless SERVICE_E2E_SYNTHETIC=1.
+pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
 TOKEN = "e2e-token"
 RECSYS = Path(sys.executable).with_name("recsys")

@@ -140,12 +140,26 @@ def test_nightly_has_one_task_per_stage_in_order(nightly: Any) -> None:
     assert nightly.get_task("notify_service").downstream_task_ids == set()
 
 
-def test_nightly_stages_match_the_pipeline(nightly: Any) -> None:
-    """One task per stage of `recsys batch run`, in its order: a stage added to the pipeline
-    but not to the DAG (or vice versa) fails here, not at 2 a.m."""
-    runner = pytest.importorskip("batch.pipeline.runner", reason="batch extra not installed")
-    stages = [t for t in NIGHTLY_CHAIN if t not in ("wait_for_input", "notify_service")]
-    assert stages == list(runner.stages.STAGE_NAMES)
+def test_registry_runner_cli_and_dag_agree(
+    nightly: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry's stages are the runner's (`recsys batch run`), the CLI help's
+    (`recsys batch stage --help`) and the DAG's tasks, in the same order: a stage added to
+    one but not the others fails here, not at 2 a.m."""
+    from tests.unit.test_stages import cli_help_stages, cli_stage_help, runner_order
+
+    registry = list(STAGE_NAMES)
+    upstream = {t: nightly.get_task(t).upstream_task_ids for t in nightly.task_ids}
+    dag_order, task = [], "wait_for_input"
+    while True:  # walk the chain from the sensor
+        after = [t for t, ups in upstream.items() if ups == {task}]
+        if not after:
+            break
+        (task,) = after
+        dag_order.append(task)
+    assert dag_order[:-1] == registry and dag_order[-1] == "notify_service"
+    assert runner_order(tmp_path, monkeypatch) == registry
+    assert cli_help_stages(cli_stage_help()) == registry
     for spec in STAGES:  # every task's limit is the registry's
         assert nightly.get_task(spec.name).execution_timeout == spec.timeout, spec.name
 
@@ -272,6 +286,26 @@ def test_housekeeping_shape(housekeeping: Any, common: Any) -> None:
     for task in housekeeping.tasks:
         assert task.retries >= 1 and task.execution_timeout is not None
         assert task.on_failure_callback
+
+
+def test_vacuum_task_runs_the_cli_and_skips_a_missing_or_busy_warehouse(
+    housekeeping: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task is `recsys warehouse vacuum`; exit 8 (WarehouseUnavailable) means skip."""
+    import duckdb
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    monkeypatch.delenv("RECSYS_CLI", raising=False)
+    vacuum = housekeeping.get_task("vacuum_warehouse").python_callable
+    params = {"artifacts_dir": str(tmp_path)}
+    with pytest.raises(AirflowSkipException, match="no warehouse at"):
+        vacuum(params=params)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("CREATE TABLE t AS SELECT range AS x FROM range(1000)")
+    with pytest.raises(AirflowSkipException, match="warehouse busy"):
+        vacuum(params=params)  # one writer per file: this test holds it
+    con.close()
+    assert f"vacuumed {tmp_path / 'warehouse.duckdb'}" in vacuum(params=params)
 
 
 # --------------------------------------------------------------------------------------
