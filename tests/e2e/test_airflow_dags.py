@@ -174,8 +174,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
         "RECSYS_INPUT_WAIT_SECONDS": "60",
         "RECSYS_INPUT_POKE_SECONDS": "2",
     }
-    for name in ("RECSYS_SERVICE_URL", "RECSYS_SPARK_APPLICATION", "RECSYS_CLI", "PYTHONPATH"):
+    for name in ("RECSYS_SERVICE_URL", "RECSYS_SPARK_APPLICATION", "RECSYS_CLI"):
         variables.pop(name, None)
+    # This checkout's packages, whatever checkout the editable install points at: the DAG
+    # processor imports batch.stages and shared.* from sys.path, not from the dags folder.
+    variables["PYTHONPATH"] = str(REPO)
     e = Env(home=home, data=data, art=art, config=config, alerts=alerts, vars=variables)
 
     migrate = e.airflow("db", "migrate", timeout=300)
