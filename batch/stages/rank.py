@@ -7,10 +7,11 @@ import shutil
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch.context import VARIANTS, RunContext, write_json
+from batch.context import VARIANTS, RunContext, read_json, write_json
 from batch.ranker.rerank import rerank
-from batch.spark import candidates, evaluate, fusion
+from batch.spark import candidates, evaluate
 from batch.stages._spark import EVAL_K, train_for, write
+from batch.stages.candidates import FUSION_FILE
 from shared.bundle import GLOBAL_SEGMENT
 
 
@@ -18,21 +19,14 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     """Ranked lists per user from the merged candidates: the learned re-ranker's order
     (batch/ranker/rerank.py) when one was trained, else the fused order, which is always
     kept (fused.parquet) as the fallback and evaluated; plus the popularity baseline
-    (global popular, unseen) for evaluation."""
+    (global popular, unseen) for evaluation. The fused order is the candidates' fused_score,
+    which the candidates stage wrote with the tuned weights (candidates/fusion.json)."""
     out = ctx.stage_dir("rank")
     top_k = ctx.config.publish.top_k
-    weights, tuned_ndcg = fusion.tune_weights(
-        spark.read.parquet(ctx.path("candidates", "eval/candidates.parquet")),
-        spark.read.parquet(ctx.path("embeddings", "test.parquet")),
-        candidates.SOURCES,
-        ctx.config.candidates.source_weights,
-    )
-    write_json(out / "fusion.json", {"weights": weights, "sample_ndcg@10": tuned_ndcg})
+    weights = read_json(ctx.stage_dir("candidates") / FUSION_FILE)["weights"]
 
     def write_fused(variant: str) -> str:
-        merged = candidates.with_fused_score(
-            spark.read.parquet(ctx.path("candidates", f"{variant}/candidates.parquet")), weights
-        )
+        merged = spark.read.parquet(ctx.path("candidates", f"{variant}/candidates.parquet"))
         lists = evaluate.rank_lists(merged, "fused_score", top_k).join(
             merged.select("user_idx", "item_idx", "sources"), ["user_idx", "item_idx"]
         )
