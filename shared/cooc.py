@@ -55,6 +55,18 @@ class CoocScores:
     best: np.ndarray  # float64: largest sim
     hits: np.ndarray  # int64: how many recent items list the item
 
+    def at(self, items: np.ndarray) -> np.ndarray:
+        """float64 [len(items), 3]: total, best, hits of these items (0 where not listed)."""
+        items = np.asarray(items, dtype=np.int64)
+        out = np.zeros((items.size, 3), dtype=np.float64)
+        if self.items.size == 0 or items.size == 0:
+            return out
+        where = np.searchsorted(self.items, items)
+        found = (where < self.items.size) & (self.items[np.minimum(where, self.items.size - 1)] == items)
+        at = where[found]
+        out[found] = np.stack([self.total[at], self.best[at], self.hits[at]], axis=1)
+        return out
+
 
 def cooc_scores(indptr: np.ndarray, indices: np.ndarray, sims: np.ndarray,
                 recent: np.ndarray) -> CoocScores:

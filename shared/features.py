@@ -150,18 +150,12 @@ def load_feature_arrays(directory: Path, factors_dir: Path | None = None,
 def _cooc(arrays: FeatureArrays, recent: np.ndarray, items: np.ndarray) -> np.ndarray:
     """[n, 3]: sum, max and hit share of neighbour similarity to the recent items
     (shared.cooc.cooc_scores, the co-occurrence source's own scoring)."""
-    out = np.zeros((len(items), 3), dtype=np.float64)
     recent = recent[(recent >= 0) & (recent < len(arrays.neighbor_indptr) - 1)]
-    if len(recent) == 0 or len(items) == 0:
-        return out
-    got = cooc_scores(arrays.neighbor_indptr, arrays.neighbor_indices, arrays.neighbor_sims,
-                      recent)
-    if got.items.size == 0:
-        return out
-    where = np.searchsorted(got.items, items)
-    found = (where < got.items.size) & (got.items[np.minimum(where, got.items.size - 1)] == items)
-    at = where[found]
-    out[found] = np.stack([got.total[at], got.best[at], got.hits[at] / len(recent)], axis=1)
+    if len(recent) == 0:
+        return np.zeros((len(items), 3), dtype=np.float64)
+    out = cooc_scores(arrays.neighbor_indptr, arrays.neighbor_indices, arrays.neighbor_sims,
+                      recent).at(items)
+    out[:, 2] /= len(recent)
     return out
 
 

@@ -3,6 +3,7 @@ search sees the same candidates either way."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,24 @@ def test_a_retuned_eval_variant_gets_its_fused_score_rewritten(spark, tmp_path: 
     assert len(got) == len(rows) and not (path.parent / "candidates.parquet.tmp").exists()
     want = fusion.fused_scores(ranks, fusion.weight_vector(weights)).astype(np.float32)
     assert got["fused_score"].to_numpy(np.float32).tobytes() == want.tobytes()
+
+
+def test_every_fused_score_the_pipeline_writes_uses_the_tuned_weights(pipeline_artifacts: Path) -> None:
+    """The bundle's candidates and every variant's in the work dir: fused with the weights
+    the candidates stage tuned (metrics.fusion), not the configured ones."""
+    import pyarrow.parquet as pq
+
+    from shared.bundle import current_bundle, load_manifest
+    from tests.conftest import TINY_RUN_DATE
+
+    bundle = current_bundle(pipeline_artifacts)
+    weights = load_manifest(bundle).metrics["fusion"]["weights"]
+    work = pipeline_artifacts / "work" / TINY_RUN_DATE.isoformat() / "candidates"
+    assert json.loads((work / "fusion.json").read_text())["weights"] == weights
+    tables = [bundle / "candidates.parquet", *sorted(work.glob("*/candidates.parquet"))]
+    assert len(tables) == 4
+    for path in tables:
+        table = pq.read_table(path).to_pandas()
+        ranks = table[list(RANK_COLUMNS)].to_numpy(np.float64, na_value=np.nan)
+        want = fusion.fused_scores(ranks, fusion.weight_vector(weights)).astype(np.float32)
+        assert table["fused_score"].to_numpy(np.float32).tobytes() == want.tobytes(), path

@@ -33,7 +33,10 @@ def test_scores_weigh_newer_items_more() -> None:
     assert got.total.tolist() == pytest.approx([0.5, 0.5 / math.log2(3), 1.0 + 0.25 / math.log2(3)])
     assert got.best.tolist() == pytest.approx([0.5, 0.5, 1.0])
     assert got.hits.tolist() == [1, 1, 2]
-    assert cooc_scores(indptr, indices, sims, np.array([2, 3])).items.size == 0
+    np.testing.assert_allclose(got.at(np.array([3, 9, 0])),
+                               [[1.0 + 0.25 / math.log2(3), 1.0, 2.0], [0, 0, 0], [0.5, 0.5, 1.0]])
+    none = cooc_scores(indptr, indices, sims, np.array([2, 3]))
+    assert none.items.size == 0 and none.at(np.array([1, 2])).tolist() == [[0.0] * 3] * 2
 
 
 def test_the_candidate_source_and_the_features_score_alike() -> None:
