@@ -253,4 +253,3 @@ def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables
             columns[rank].append(merged.ranks[name])
         columns["fused_score"].append(merged.fused)
     return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
-
