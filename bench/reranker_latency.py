@@ -24,6 +24,7 @@ from batch.ranker.model import FP32, Ranker  # noqa: E402
 from batch.ranker.scorer import OnnxRanker  # noqa: E402
 from batch.stages import RunOutputs  # noqa: E402
 from shared.features import N_FEATURES  # noqa: E402
+from shared.onnx_session import create_session  # noqa: E402
 
 SIZES = (100, 500, 1000)
 
@@ -33,11 +34,7 @@ def op_profile(model: Path, x: np.ndarray, runs: int = 300) -> dict[str, float]:
     see where the time goes: matrix products, (de)quantization, or fixed per-op cost."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = f"/tmp/ort-profile-{model.stem}"
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    session = create_session(ort, model, profile_prefix=f"/tmp/ort-profile-{model.stem}")
     name = session.get_inputs()[0].name
     for _ in range(runs):
         session.run(None, {name: x})

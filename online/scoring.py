@@ -18,6 +18,7 @@ import numpy as np
 
 from shared.bundle import RANKER_SPEC as BUNDLE_RANKER_SPEC
 from shared.errors import ModelError
+from shared.onnx_session import create_session
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,9 @@ class OnnxScorer:
     def __init__(self, model_path: Path, spec: dict[str, Any], features: FeatureFn) -> None:
         import onnxruntime as ort  # after the fork only: see PITFALLS
 
-        options = ort.SessionOptions()
-        # One thread each: workers x threads must not exceed the cores (PITFALLS, Serving).
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            str(model_path), options, providers=["CPUExecutionProvider"]
-        )
+        # The project's one set of session options (shared/onnx_session.py): one thread
+        # each, spinning off; workers x threads must not exceed the cores (PITFALLS, Serving).
+        self._session = create_session(ort, model_path)
         # The batch side ships fp32 when int8 failed its parity check; say which one runs.
         self.name = "onnx-fp32" if "fp32" in str(spec["model"]) else "onnx-int8"
         self._input = str(spec.get("input", "features"))

@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from shared.cooc import cooc_scores
 from shared.sources import SOURCES
 
 FEATURE_DTYPE = np.float32
@@ -147,30 +148,14 @@ def load_feature_arrays(directory: Path, factors_dir: Path | None = None,
 
 
 def _cooc(arrays: FeatureArrays, recent: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """[n, 3]: sum, max and hit share of neighbour similarity to the recent items."""
-    out = np.zeros((len(items), 3), dtype=np.float64)
+    """[n, 3]: sum, max and hit share of neighbour similarity to the recent items
+    (shared.cooc.cooc_scores, the co-occurrence source's own scoring)."""
     recent = recent[(recent >= 0) & (recent < len(arrays.neighbor_indptr) - 1)]
-    if len(recent) == 0 or len(items) == 0:
-        return out
-    starts = np.asarray(arrays.neighbor_indptr[recent], dtype=np.int64)
-    lens = np.asarray(arrays.neighbor_indptr[recent + 1], dtype=np.int64) - starts
-    if lens.sum() == 0:
-        return out
-    # Flat positions of every neighbour of every recent item, without a Python loop.
-    offsets = np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-    pos = np.repeat(starts, lens) + offsets
-    neighbours = np.asarray(arrays.neighbor_indices[pos], dtype=np.int64)
-    sims = np.asarray(arrays.neighbor_sims[pos], dtype=np.float64)
-    weights = np.repeat(1.0 / np.log2(np.arange(len(recent)) + 2.0), lens)
-    ids, inverse = np.unique(neighbours, return_inverse=True)
-    total = np.bincount(inverse, weights=sims * weights, minlength=len(ids))
-    best = np.zeros(len(ids))
-    np.maximum.at(best, inverse, sims)
-    hits = np.bincount(inverse, minlength=len(ids)) / len(recent)
-    where = np.searchsorted(ids, items)
-    found = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == items)
-    at = where[found]
-    out[found] = np.stack([total[at], best[at], hits[at]], axis=1)
+    if len(recent) == 0:
+        return np.zeros((len(items), 3), dtype=np.float64)
+    out = cooc_scores(arrays.neighbor_indptr, arrays.neighbor_indices, arrays.neighbor_sims,
+                      recent).at(items)
+    out[:, 2] /= len(recent)
     return out
 
 

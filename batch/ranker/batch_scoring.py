@@ -19,13 +19,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
-from shared.features import SOURCES, compute_features, load_feature_arrays
+from shared.features import compute_features, load_feature_arrays
+from shared.sources import RANK_COLUMNS, SCORE_COLUMNS, SOURCES
 
 
 def source_matrices(pdf: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """[n, len(SOURCES)] scores and ranks from candidate columns, NaN where absent."""
-    scores = pdf[[f"score_{s}" for s in SOURCES]].to_numpy(dtype=np.float64, na_value=np.nan)
-    ranks = pdf[[f"rank_{s}" for s in SOURCES]].to_numpy(dtype=np.float64, na_value=np.nan)
+    scores = pdf[list(SCORE_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
+    ranks = pdf[list(RANK_COLUMNS)].to_numpy(dtype=np.float64, na_value=np.nan)
     return scores, ranks
 
 
@@ -85,8 +86,7 @@ def _scoring_job(candidates: DataFrame, features_dir: Path, models: dict[str, by
         if carry is not None and len(carry):
             yield score_users(carry, arrays, rankers)
 
-    cols = [F.col(c) for c in ("user_idx", "item_idx", *[f"score_{s}" for s in SOURCES],
-                               *[f"rank_{s}" for s in SOURCES])]
+    cols = [F.col(c) for c in ("user_idx", "item_idx", *SCORE_COLUMNS, *RANK_COLUMNS)]
     return (
         candidates.select(*cols, *[col.alias(name) for name, col in extra_columns.items()])
         .repartition(partitions, "user_idx")

@@ -1,6 +1,7 @@
-"""The batch side's ONNX scorer: one single-threaded onnxruntime session per model.
+"""The batch side's ONNX scorer: one onnxruntime session per model.
 
-The service has its own (online/scoring.py) with the same session options; both feed it
+The session comes from shared.onnx_session.create_session, as the service's does
+(online/scoring.py): the same options everywhere. Both feed it
 shared.features.compute_features, which is what keeps batch and online scores equal.
 """
 
@@ -11,20 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from batch.ranker.model import INPUT_NAME, OUTPUT_NAME
+from shared.onnx_session import create_session
 
 
 class OnnxRanker:
     def __init__(self, model: Path | bytes) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        # One thread: Spark already runs one task per core (and so does the service).
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        source = model if isinstance(model, bytes) else str(model)
-        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.session = create_session(ort, model)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:

@@ -19,6 +19,7 @@ import torch
 
 from batch.ranker.model import Ranker
 from shared.config import RankerConfig
+from shared.metrics import grouped_ndcg
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +42,6 @@ class TrainingData:
     def subset(self, mask: np.ndarray) -> TrainingData:
         return TrainingData(self.x[mask], self.y[mask], self.user[mask], self.is_val[mask],
                             self.n_rel[mask])
-
-
-def grouped_ndcg(user: np.ndarray, scores: np.ndarray, labels: np.ndarray,
-                 n_rel: np.ndarray, k: int = 10) -> float:
-    """Mean nDCG@k over users (ideal DCG over min(n_rel, k), as in shared/metrics.py)."""
-    if len(user) == 0:
-        return 0.0
-    order = np.lexsort((-scores, user))
-    u, rel, nr = user[order], labels[order] > 0, n_rel[order]
-    ids, first, inverse = np.unique(u, return_index=True, return_inverse=True)
-    pos = np.arange(len(u)) - first[inverse]
-    gains = np.where((pos < k) & rel, 1.0 / np.log2(pos + 2.0), 0.0)
-    dcg = np.bincount(inverse, weights=gains, minlength=len(ids))
-    ideal_cum = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
-    ideal = ideal_cum[np.clip(nr[first], 1, k) - 1]
-    return float(np.mean(dcg / ideal))
 
 
 def _groups(data: TrainingData, negatives: int, rng: np.random.Generator) -> np.ndarray:

@@ -14,6 +14,9 @@ Ordering rules (the contract the rest of the pipeline and its tests rely on):
 - popular: the user's segment list (region, else global) in its order, seen dropped, top k.
 - merge: one row per item, the sources that proposed it (alphabetical), each source's
   score and rank (absent: null), and the weighted reciprocal-rank fusion score.
+
+The source names come from shared/sources.py, the co-occurrence scoring from
+shared/cooc.py and the fusion from shared/fusion.py (docs/scoring.md).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SOURCES = ("ann", "cooc", "popular")
-RRF_CONSTANT = 60.0  # Cormack et al.
+from shared.cooc import cooc_scores
+from shared.fusion import fused_scores, weight_vector
+from shared.sources import SOURCES
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,11 @@ def cooc_list(recent: np.ndarray, seen: np.ndarray, tables: SourceTables, k: int
     if recent.max() >= tables.neighbor_indptr.size - 1:
         raise ValueError(f"item {recent.max()} is outside the neighbour table "
                          f"({tables.neighbor_indptr.size - 1} items)")
-    starts = tables.neighbor_indptr[recent]
-    ends = tables.neighbor_indptr[recent + 1]
-    lengths = ends - starts
-    if lengths.sum() == 0:
+    got = cooc_scores(tables.neighbor_indptr, tables.neighbor_indices, tables.neighbor_sims,
+                      recent)
+    if got.items.size == 0:
         return EMPTY
-    rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
-    position = np.repeat(np.arange(1, recent.size + 1, dtype=np.float64), lengths)
-    weights = tables.neighbor_sims[rows].astype(np.float64) / np.log2(position + 1.0)
-    items, inverse = np.unique(tables.neighbor_indices[rows], return_inverse=True)
-    totals = np.bincount(inverse, weights=weights, minlength=items.size)
+    items, totals = got.items, got.total
     keep = ~np.isin(items, seen)
     items, totals = items[keep], totals[keep]
     order = np.lexsort((items, -totals))[:k]
@@ -100,7 +99,6 @@ def merge(lists: dict[str, SourceList], weights: dict[str, float]) -> MergedCand
     items = np.unique(np.concatenate([lists[s].items for s in SOURCES]))
     scores: dict[str, np.ndarray] = {}
     ranks: dict[str, np.ndarray] = {}
-    fused = np.zeros(items.size, np.float64)
     for source in SOURCES:
         got = lists[source]
         where = np.searchsorted(items, got.items)
@@ -109,7 +107,7 @@ def merge(lists: dict[str, SourceList], weights: dict[str, float]) -> MergedCand
         scores[source][where] = got.scores
         rank = np.arange(1, got.items.size + 1, dtype=np.int32)
         ranks[source][where] = rank
-        fused[where] += weights.get(source, 0.0) / (RRF_CONSTANT + rank)
+    fused = fused_scores(np.stack([ranks[s] for s in SOURCES], axis=1), weight_vector(weights))
     return MergedCandidates(items, scores, ranks, fused.astype(np.float32))
 
 

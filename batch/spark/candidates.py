@@ -5,8 +5,9 @@ co-occurrence over recent histories, and decayed popularity per region (with a g
 list for users without one). Items the user has seen are excluded from every source.
 The catalogue-sized parts (item neighbours, popular lists) are Spark aggregations over
 all interactions; the per-user part runs inside Spark tasks, one user at a time
-(batch/pipeline/candidate_sources.py), and writes the merged rows:
-(user_idx, item_idx, sources, score_<source>, rank_<source>, fused_score).
+(batch/spark/candidate_sources.py), and writes the merged rows:
+(user_idx, item_idx, sources, score_<source>, rank_<source>, fused_score), the fused
+score with the weights the caller passes (the tuned ones: batch/stages/candidates.py).
 """
 
 from __future__ import annotations
@@ -26,18 +27,16 @@ from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 from batch.spark import candidate_sources as cs
 from shared.bundle import GLOBAL_SEGMENT
 from shared.config import CandidateConfig
+from shared.cooc import NeighborCSR, neighbor_csr
+from shared.sources import RANK_COLUMNS, SCORE_COLUMNS, SOURCES
 
-SOURCES = cs.SOURCES
 # What the Python tasks emit: numbers only (rank 0 = not proposed), cheap through Arrow.
 _TASK_SCHEMA = StructType(
     [StructField("user_idx", IntegerType(), False), StructField("item_idx", IntegerType(), False)]
     + [
         field
-        for name in SOURCES
-        for field in (
-            StructField(f"score_{name}", FloatType(), False),
-            StructField(f"rank_{name}", IntegerType(), False),
-        )
+        for score, rank in zip(SCORE_COLUMNS, RANK_COLUMNS, strict=True)
+        for field in (StructField(score, FloatType(), False), StructField(rank, IntegerType(), False))
     ]
     + [StructField("fused_score", FloatType(), False)]
 )
@@ -142,14 +141,18 @@ def popular_lists(
     )
 
 
+def read_neighbors(neighbors_path: Path | str, n_items: int) -> NeighborCSR:
+    """The stage's item_neighbors output as CSR over the whole catalogue (n_items), items
+    without neighbours included: the co-occurrence source's table here and the re-ranker's
+    neighbor_* arrays (batch/stages/features.py), one build for both."""
+    nb = pq.read_table(neighbors_path, columns=["item_idx", "neighbor_idx", "sim"])
+    return neighbor_csr(nb.column("item_idx").to_numpy(), nb.column("neighbor_idx").to_numpy(),
+                        nb.column("sim").to_numpy(), n_items)
+
+
 def source_tables(neighbors_path: Path, popular_path: Path, n_items: int) -> cs.SourceTables:
-    """The broadcast tables, read on the driver from the stage's own Parquet outputs; the
-    neighbour CSR spans the whole catalogue (n_items), items without neighbours included."""
-    nb = pq.read_table(neighbors_path).to_pandas()
-    nb = nb.sort_values(["item_idx", "sim", "neighbor_idx"], ascending=[True, False, True])
-    n_items = max(n_items, int(nb["item_idx"].max()) + 1 if len(nb) else 0)
-    counts = np.bincount(nb["item_idx"].to_numpy(), minlength=n_items)
-    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    """The broadcast tables, read on the driver from the stage's own Parquet outputs."""
+    nb = read_neighbors(neighbors_path, n_items)
     pop = pq.read_table(popular_path).to_pandas()
     # The float score, then the id: the order a user's popular candidates are ranked in.
     pop = pop.sort_values(["segment", "score", "item_idx"], ascending=[True, False, True])
@@ -157,8 +160,7 @@ def source_tables(neighbors_path: Path, popular_path: Path, n_items: int) -> cs.
         str(segment): (group["item_idx"].to_numpy(np.int64), group["score"].to_numpy(np.float32))
         for segment, group in pop.groupby("segment", sort=True)
     }
-    return cs.SourceTables(indptr, nb["neighbor_idx"].to_numpy(np.int64),
-                           nb["sim"].to_numpy(np.float32), popular)
+    return cs.SourceTables(nb.indptr, nb.indices, nb.sims, popular)
 
 
 def user_histories(train: DataFrame) -> DataFrame:
@@ -178,12 +180,14 @@ def user_candidates(
     tables: cs.SourceTables,
     index_path: Path,
     config: CandidateConfig,
+    weights: dict[str, float],
 ) -> DataFrame:
-    """Merged candidates for every user in `train`, sorted by (user, item) per partition."""
+    """Merged candidates for every user in `train`, sorted by (user, item) per partition,
+    fused_score with these source weights."""
     spark.sparkContext.addFile(str(index_path))
     index_name = index_path.name
     shared_tables = spark.sparkContext.broadcast(tables)
-    weights = dict(config.source_weights)
+    weights = dict(weights)
     users = (
         user_histories(train)
         .join(user_vectors, "user_idx", "left")
@@ -203,16 +207,16 @@ def user_candidates(
             if not pdf.empty:
                 yield _candidates_for_batch(pdf, index, table, config, weights)
 
-    proposed = {name: F.col(f"rank_{name}") > 0 for name in SOURCES}
+    proposed = {name: F.col(rank) > 0 for name, rank in zip(SOURCES, RANK_COLUMNS, strict=True)}
     return users.mapInPandas(generate, _TASK_SCHEMA).select(
         "user_idx",
         "item_idx",
         # Alphabetical, as SOURCES is: the same list the old per-source union produced.
         F.filter(F.array(*[F.when(proposed[n], F.lit(n)) for n in SOURCES]), lambda x: x.isNotNull())
         .alias("sources"),
-        *[c for n in SOURCES for c in (
-            F.when(proposed[n], F.col(f"score_{n}")).alias(f"score_{n}"),
-            F.when(proposed[n], F.col(f"rank_{n}")).alias(f"rank_{n}"),
+        *[c for n, score, rank in zip(SOURCES, SCORE_COLUMNS, RANK_COLUMNS, strict=True) for c in (
+            F.when(proposed[n], F.col(score)).alias(score),
+            F.when(proposed[n], F.col(rank)).alias(rank),
         )],
         "fused_score",
     )
@@ -244,17 +248,8 @@ def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables
         )
         columns["user_idx"].append(np.full(merged.items.size, user, np.int32))
         columns["item_idx"].append(merged.items.astype(np.int32))
-        for name in SOURCES:
-            columns[f"score_{name}"].append(merged.scores[name])
-            columns[f"rank_{name}"].append(merged.ranks[name])
+        for name, score, rank in zip(SOURCES, SCORE_COLUMNS, RANK_COLUMNS, strict=True):
+            columns[score].append(merged.scores[name])
+            columns[rank].append(merged.ranks[name])
         columns["fused_score"].append(merged.fused)
     return pd.DataFrame({name: np.concatenate(parts) for name, parts in columns.items()})
-
-
-def with_fused_score(merged: DataFrame, weights: dict[str, float]) -> DataFrame:
-    """Weighted reciprocal-rank fusion (the RRF constant 60 of Cormack et al.)."""
-    fused = F.lit(0.0)
-    for name in SOURCES:
-        weight = weights.get(name, 0.0)
-        fused = fused + F.coalesce(F.lit(weight) / (F.lit(60.0) + F.col(f"rank_{name}")), F.lit(0.0))
-    return merged.withColumn("fused_score", fused.cast("float"))

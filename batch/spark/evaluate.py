@@ -1,16 +1,17 @@
-"""Stage 8: offline evaluation on the held-out split, computed in Spark (no driver collect).
+"""Offline evaluation on the held-out split, computed in Spark (no driver collect).
 
-The formulas are those of shared/metrics.py (a test checks both agree): binary relevance,
-nDCG with the ideal DCG over min(|test|, k), precision, recall and MAP at k. Users of the
-test set without a list count as zeros.
+The formulas are those of shared/metrics.py, mirrored in Spark SQL with its ideal-DCG
+table (tests/spark/test_evaluate.py checks both agree): binary relevance, nDCG with the
+ideal DCG over min(|test|, k), precision, recall and MAP at k. Users of the test set
+without a list count as zeros.
 """
 
 from __future__ import annotations
 
-import math
-
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+
+from shared.metrics import METRIC_NAMES, ideal_dcg
 
 
 def rank_lists(scored: DataFrame, score_col: str, k: int) -> DataFrame:
@@ -25,7 +26,7 @@ def rank_lists(scored: DataFrame, score_col: str, k: int) -> DataFrame:
 
 def ranking_metrics(lists: DataFrame, test: DataFrame, k: int) -> dict[str, float]:
     """lists(user_idx, item_idx, rank), test(user_idx, item_idx) -> mean metrics at k."""
-    ideal = F.array(*[F.lit(sum(1 / math.log2(i + 2) for i in range(n))) for n in range(1, k + 1)])
+    ideal = F.array(*[F.lit(float(v)) for v in ideal_dcg(k)])
     relevant = test.groupBy("user_idx").agg(F.count("*").alias("n_rel"))
     hit_order = Window.partitionBy("user_idx").orderBy("rank")
     hits = (
@@ -50,8 +51,8 @@ def ranking_metrics(lists: DataFrame, test: DataFrame, k: int) -> dict[str, floa
             (F.col("ap_sum") / F.col("m")).alias("map"),
         )
     )
-    row = per_user.agg(*[F.avg(c).alias(c) for c in ("ndcg", "precision", "recall", "map")]).first()
-    return {f"{name}@{k}": float(row[name] or 0.0) for name in ("ndcg", "precision", "recall", "map")}
+    row = per_user.agg(*[F.avg(c).alias(c) for c in METRIC_NAMES]).first()
+    return {f"{name}@{k}": float(row[name] or 0.0) for name in METRIC_NAMES}
 
 
 def coverage(lists: DataFrame, k: int, catalog_size: int) -> float:

@@ -1,81 +1,65 @@
-"""Weights of the candidate sources in the fused ranking, chosen on the evaluation split.
+"""The Spark side of the candidate fusion (shared/fusion.py defines it): the weight search
+on a bounded sample of evaluation users, and the fused score as a column expression.
 
-Until a learned re-ranker orders the candidates, the ranked lists order them by a
-weighted reciprocal-rank fusion. Which source deserves most weight depends on the data
-(popularity dominates some catalogues, item-item signals others), so the weights are
-picked by coordinate ascent on nDCG@10 over a bounded, deterministic sample of
-evaluation users, collected to the driver (a few thousand users at most), then used for
-the published lists as well.
+The search collects a deterministic sample of evaluation users' candidates to the driver
+(a few thousand users at most) and runs shared.fusion.tune_weights there. The column
+expression mirrors shared.fusion.fused_scores term by term (same operations, same order,
+float64 then float32), so both give the same bits; tests/spark/test_fusion.py checks it.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import numpy as np
-import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from shared import fusion
+from shared.sources import RANK_COLUMNS, SOURCES
+
 log = logging.getLogger(__name__)
-GRID = (0.0, 0.25, 0.5, 1.0, 2.0)
-RRF_K = 60.0
+TUNE_MAX_USERS = 3000
 
 
-def fused(ranks: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ranks: float [n, n_sources] with NaN where a source did not propose the item."""
-    contrib = np.where(np.isnan(ranks), 0.0, 1.0 / (RRF_K + np.nan_to_num(ranks, nan=1.0)))
-    return contrib @ weights
+def fused_score_column(weights: dict[str, float]) -> Column:
+    """float: shared.fusion.fused_scores over the rank_<source> columns (null: absent)."""
+    total = F.lit(0.0)
+    for name, rank in zip(SOURCES, RANK_COLUMNS, strict=True):
+        term = F.lit(float(weights.get(name, 0.0))) / (F.lit(fusion.RRF_K) + F.col(rank))
+        total = total + F.coalesce(term, F.lit(0.0))
+    return total.cast("float")
 
 
-def ndcg_at_k(users: np.ndarray, scores: np.ndarray, relevant: np.ndarray,
-              n_relevant: dict[int, int], k: int = 10) -> float:
-    """Mean nDCG@k over the users in n_relevant; users is sorted ascending."""
-    order = np.lexsort((-scores, users))
-    u, rel = users[order], relevant[order]
-    starts = np.r_[0, np.flatnonzero(np.diff(u)) + 1]
-    pos = np.arange(len(u)) - np.repeat(starts, np.diff(np.r_[starts, len(u)]))
-    top = pos < k
-    gains = np.where(top & rel, 1.0 / np.log2(pos + 2), 0.0)
-    dcg = pd.Series(gains).groupby(u).sum()
-    discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))
-    total = 0.0
-    for user, n_rel in n_relevant.items():
-        total += dcg.get(user, 0.0) / discounts[min(n_rel, k) - 1]
-    return total / len(n_relevant) if n_relevant else 0.0
+def with_fused_score(candidates: DataFrame, weights: dict[str, float]) -> DataFrame:
+    return candidates.withColumn("fused_score", fused_score_column(weights))
 
 
-def tune_weights(candidates: DataFrame, test: DataFrame, sources: tuple[str, ...],
-                 defaults: dict[str, float], max_users: int = 3000) -> tuple[dict[str, float], float]:
-    """Coordinate ascent over GRID for each source weight, starting from defaults."""
+def tune_weights(candidates: DataFrame, test: DataFrame, defaults: dict[str, float],
+                 max_users: int = TUNE_MAX_USERS) -> tuple[dict[str, float], float]:
+    """shared.fusion.tune_weights on the candidates of at most max_users test users (a
+    deterministic sample), starting from defaults: (weights, their sample nDCG@10)."""
     sample = (
         test.select("user_idx").distinct()
         .withColumn("h", F.xxhash64("user_idx"))
         .orderBy("h").limit(max_users).select("user_idx")
     )
-    cols = ["user_idx", "item_idx", *[f"rank_{s}" for s in sources]]
-    cand = candidates.join(sample, "user_idx").select(*cols).toPandas()
+    cand = candidates.join(sample, "user_idx").select("user_idx", "item_idx", *RANK_COLUMNS).toPandas()
+    # A join's row order is not fixed, and equal fused scores keep the rows' order: sorted,
+    # ties go to the lower item id (as in the ranked lists) on every rerun.
+    cand = cand.sort_values(["user_idx", "item_idx"], ignore_index=True)
     rel = test.join(sample, "user_idx").toPandas()
+    start = fusion.weight_vector(defaults)
     if cand.empty or rel.empty:
-        return dict(defaults), 0.0
+        return fusion.weight_dict(start), 0.0
     relevant_pairs = set(zip(rel.user_idx, rel.item_idx, strict=True))
     is_rel = np.fromiter(((u, i) in relevant_pairs for u, i in zip(cand.user_idx, cand.item_idx, strict=True)),
                          dtype=bool, count=len(cand))
-    n_relevant = rel.groupby("user_idx").size().to_dict()
+    n_relevant = rel.groupby("user_idx").size()
     users = cand["user_idx"].to_numpy()
-    ranks = cand[[f"rank_{s}" for s in sources]].to_numpy(dtype=float)
-    weights = np.array([defaults.get(s, 0.0) for s in sources])
-    best = ndcg_at_k(users, fused(ranks, weights), is_rel, n_relevant)
-    for _, j in itertools.product(range(2), range(len(sources))):
-        for value in GRID:
-            trial = weights.copy()
-            trial[j] = value
-            if not trial.any():
-                continue
-            score = ndcg_at_k(users, fused(ranks, trial), is_rel, n_relevant)
-            if score > best + 1e-9:
-                best, weights = score, trial
-    chosen = {s: float(w) for s, w in zip(sources, weights, strict=True)}
+    n_rel = n_relevant.reindex(users).to_numpy()
+    ranks = cand[list(RANK_COLUMNS)].to_numpy(dtype=float)
+    weights, best = fusion.tune_weights(users, ranks, is_rel, n_rel, len(n_relevant), start)
+    chosen = fusion.weight_dict(weights)
     log.info("fusion weights %s (nDCG@10 %.4f on %d sampled users)", chosen, best, len(n_relevant))
     return chosen, best

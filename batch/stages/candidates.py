@@ -1,15 +1,30 @@
-"""Stage `candidates`: per-user candidates from every source, merged, and their recall."""
+"""Stage `candidates`: per-user candidates from every source, merged and fused, and their recall.
+
+The fusion weights are tuned here, once (shared/fusion.py): the eval variant's candidates
+come first, with the configured weights; the weights are tuned on them against the test
+split and recorded in `candidates/fusion.json`; every variant's fused_score is then the
+tuned one (the eval variant's rewritten if tuning moved the weights). Everything after
+this stage (the fused lists, the recall below, the bundle's candidates) reads that score.
+"""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.context import MODEL_VARIANTS, RANKER_VARIANT, RunContext, write_json
-from batch.spark import candidates, evaluate, split
+from batch.spark import candidates, evaluate, fusion, split
 from batch.stages._spark import RECALL_CUTOFFS, read, train_for, user_regions, write
+from shared.fusion import weight_vector
+from shared.sources import RANK_COLUMNS, SOURCES
+
+TUNED_ON = "eval"  # the variant whose candidates the weights are tuned on
 
 
 def _candidate_users(ctx: RunContext, spark: SparkSession, variant: str) -> DataFrame | None:
@@ -24,41 +39,65 @@ def _candidate_users(ctx: RunContext, spark: SparkSession, variant: str) -> Data
     return None
 
 
-def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
+def _write_candidates(ctx: RunContext, spark: SparkSession, variant: str, n_items: int,
+                      weights: dict[str, float]) -> Path:
     cfg = ctx.config.candidates
+    out = ctx.outputs.candidates
     regions = user_regions(ctx, spark)
-    emb, out = ctx.outputs.embeddings, ctx.outputs.candidates
-    report: dict[str, object] = {}
-    item_ids = pq.read_table(emb.items, columns=["item_idx"]).column(0)
+    train = train_for(ctx, spark, variant).cache()
+    user_vectors = read(spark, ctx.outputs.embeddings.user_factors(variant))
+    # Popular lists and item neighbours come from every user's history; the per-user
+    # sources only run for the users this variant needs.
+    scope = _candidate_users(ctx, spark, variant)
+    users_train = train if scope is None else train.join(F.broadcast(scope), "user_idx")
+    popular = candidates.popular_lists(train, regions, cfg, max(cfg.popular_k, ctx.config.publish.top_k))
+    write(popular.orderBy("segment", "rank"), out.popular(variant))
+    neighbors = candidates.item_neighbors(train, cfg)
+    write(neighbors.orderBy("item_idx", "neighbor_idx"), out.neighbors(variant))
+    train.unpersist()
+    tables = candidates.source_tables(out.neighbors(variant), out.popular(variant), n_items)
+    merged = candidates.user_candidates(
+        spark, users_train, user_vectors, regions, tables,
+        ctx.outputs.index.index(variant), cfg, weights,
+    )
+    # Already sorted by (user, item) within each partition: written as is, no global sort.
+    merged.write.mode("overwrite").parquet(str(out.merged(variant)))
+    return out.merged(variant)
+
+
+def _rewrite_fused(spark: SparkSession, path: Path, weights: dict[str, float]) -> None:
+    """Rewrite fused_score in the candidates at `path` with these weights (still sorted by
+    user and item within each file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fusion.with_fused_score(spark.read.parquet(str(path)), weights) \
+        .sortWithinPartitions("user_idx", "item_idx").write.mode("overwrite").parquet(str(tmp))
+    shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
+    out = ctx.outputs.candidates
+    item_ids = pq.read_table(ctx.outputs.embeddings.items, columns=["item_idx"]).column(0)
     n_items = int(pc.max(item_ids).as_py() or 0) + 1
+    configured = dict(ctx.config.candidates.source_weights)
+    test = read(spark, ctx.outputs.embeddings.test)
+    path = _write_candidates(ctx, spark, TUNED_ON, n_items, configured)
+    weights, tuned_ndcg = fusion.tune_weights(spark.read.parquet(str(path)), test, configured)
+    write_json(out.fusion, {"weights": weights, "sample_ndcg@10": tuned_ndcg})
+    if not np.array_equal(weight_vector(weights), weight_vector(configured)):
+        _rewrite_fused(spark, path, weights)
     for variant in MODEL_VARIANTS:
-        train = train_for(ctx, spark, variant).cache()
-        user_vectors = read(spark, emb.user_factors(variant))
-        # Popular lists and item neighbours come from every user's history; the per-user
-        # sources only run for the users this variant needs.
-        scope = _candidate_users(ctx, spark, variant)
-        users_train = train if scope is None else train.join(F.broadcast(scope), "user_idx")
-        popular = candidates.popular_lists(train, regions, cfg, max(cfg.popular_k, ctx.config.publish.top_k))
-        write(popular.orderBy("segment", "rank"), out.popular(variant))
-        neighbors = candidates.item_neighbors(train, cfg)
-        write(neighbors.orderBy("item_idx", "neighbor_idx"), out.neighbors(variant))
-        train.unpersist()
-        tables = candidates.source_tables(out.neighbors(variant), out.popular(variant), n_items)
-        merged = candidates.user_candidates(
-            spark, users_train, user_vectors, regions, tables,
-            ctx.outputs.index.index(variant), cfg,
-        )
-        # Already sorted by (user, item) within each partition: written as is, no global sort.
-        merged.write.mode("overwrite").parquet(str(out.merged(variant)))
-    merged = read(spark, out.merged("eval"))
-    test = read(spark, emb.test)
+        if variant != TUNED_ON:
+            _write_candidates(ctx, spark, variant, n_items, weights)
+
+    merged = read(spark, out.merged(TUNED_ON))
     recall: dict[str, dict[str, float]] = {}
-    for source in candidates.SOURCES:
-        got = evaluate.candidate_recall(merged, f"rank_{source}", test, RECALL_CUTOFFS)
+    for source, rank in zip(SOURCES, RANK_COLUMNS, strict=True):
+        got = evaluate.candidate_recall(merged, rank, test, RECALL_CUTOFFS)
         recall[source] = {f"recall@{n}": v for n, v in got.items()}
     fused_rank = evaluate.rank_lists(merged, "fused_score", max(RECALL_CUTOFFS))
     got = evaluate.candidate_recall(fused_rank, "rank", test, RECALL_CUTOFFS)
     recall["merged"] = {f"recall@{n}": v for n, v in got.items()}
-    report["candidate_recall"] = recall
+    report: dict[str, object] = {"candidate_recall": recall}
     write_json(out.recall, report)
-    return report
+    return {**report, "fusion_weights": weights}

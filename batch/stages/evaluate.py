@@ -7,8 +7,9 @@ from pyspark.sql import functions as F
 
 from batch.context import RunContext, read_json, write_json
 from batch.report import plots
-from batch.spark import candidates, evaluate
+from batch.spark import evaluate
 from batch.stages._spark import EVAL_K, read
+from shared.sources import RANK_COLUMNS, SOURCES
 
 
 def _reranker_metrics(ctx: RunContext, spark: SparkSession, test: DataFrame) -> dict[str, object]:
@@ -34,9 +35,9 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     }
     merged = read(spark, ctx.outputs.candidates.merged("eval"))
     reranker = _reranker_metrics(ctx, spark, test)
-    for source in candidates.SOURCES:
-        lists[source] = merged.where(F.col(f"rank_{source}") <= EVAL_K).select(
-            "user_idx", "item_idx", F.col(f"rank_{source}").alias("rank")
+    for source, rank in zip(SOURCES, RANK_COLUMNS, strict=True):
+        lists[source] = merged.where(F.col(rank) <= EVAL_K).select(
+            "user_idx", "item_idx", F.col(rank).alias("rank")
         )
     metrics: dict[str, object] = {
         "protocol": ctx.config.split.protocol,
@@ -51,7 +52,7 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     # manifest's `index` field keeps it.
     index_info = read_json(ctx.outputs.index.info("eval"))
     metrics["index"] = {k: v for k, v in index_info.items() if k != "build_seconds"}
-    metrics["fusion"] = read_json(rank.fusion)
+    metrics["fusion"] = read_json(ctx.outputs.candidates.fusion)
     metrics["reranker"] = reranker
     write_json(out.metrics, metrics)
     plots.metrics_figure(metrics, out.figure)

@@ -150,18 +150,15 @@ def build_arrays(ctx: RunContext, spark: SparkSession, variant: str) -> dict[str
     recent_indptr, recent_indices = _csr(
         t["user_idx"].to_numpy(), [t["item_idx"].to_numpy(dtype=np.int32)], n_users
     )
-    t = pq.read_table(ctx.outputs.candidates.neighbors(variant)).to_pandas()
-    t = t.sort_values(["item_idx", "sim", "neighbor_idx"], ascending=[True, False, True])
-    nb_indptr, nb_indices, nb_sims = _csr(
-        t["item_idx"].to_numpy(), [t["neighbor_idx"].to_numpy(dtype=np.int32),
-                                   t["sim"].to_numpy(dtype=np.float32)], n_items
-    )
+    # The same CSR the co-occurrence source scores against (shared/cooc.py).
+    neighbors = candidates.read_neighbors(ctx.outputs.candidates.neighbors(variant), n_items)
     pad = np.zeros((n_items - len(item_factors), item_factors.shape[1]), np.float32)
     upad = np.zeros((n_users - len(user_factors), user_factors.shape[1]), np.float32)
     arrays = FeatureArrays(
         item_stats=item_stats, item_genres=item_genres, user_stats=user_stats,
-        user_genres=user_genres, neighbor_indptr=nb_indptr, neighbor_indices=nb_indices,
-        neighbor_sims=nb_sims, recent_indptr=recent_indptr, recent_indices=recent_indices,
+        user_genres=user_genres, neighbor_indptr=neighbors.indptr,
+        neighbor_indices=neighbors.indices, neighbor_sims=neighbors.sims,
+        recent_indptr=recent_indptr, recent_indices=recent_indices,
         item_times=item_times, user_times=user_times, item_buckets=item_buckets,
         bucket_edges=oldest + width * np.arange(n_buckets + 1, dtype=np.float64),
         bucket_totals=item_buckets.sum(axis=0, dtype=np.float64),

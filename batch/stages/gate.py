@@ -12,8 +12,7 @@ from batch.context import RunContext, read_json, write_json
 from shared.bundle import current_bundle, load_manifest, read_current
 from shared.config import PublishConfig
 from shared.errors import BundleError, QualityGateFailed
-
-SINGLE_SOURCES = ("ann", "cooc", "popular")  # the candidate sources evaluated alone
+from shared.sources import SOURCES
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,8 @@ def decide(metrics: dict[str, Any], previous: dict[str, Any] | None, config: Pub
     reasons = []
     if ours <= baseline:
         reasons.append(f"{name} {ours:.4f} is not above the popularity baseline {baseline:.4f}")
-    sources = {s: float(metrics["lists"][s][name]) for s in SINGLE_SOURCES if s in metrics["lists"]}
+    # Each candidate source is evaluated alone as well (batch/stages/evaluate.py).
+    sources = {s: float(metrics["lists"][s][name]) for s in SOURCES if s in metrics["lists"]}
     if sources:
         # The point of merging and re-ranking: never publish lists worse than one source alone.
         best = max(sources, key=lambda s: sources[s])

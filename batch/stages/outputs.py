@@ -167,6 +167,12 @@ class CandidatesOutputs(StageOutputs):
         """Candidate recall per source and merged, on the evaluation split."""
         return self.root / "recall.json"
 
+    @property
+    def fusion(self) -> Path:
+        """The fused order's source weights, tuned on the eval variant, and their sample
+        nDCG: every fused_score of every variant uses them."""
+        return self.root / "fusion.json"
+
 
 @dataclass(frozen=True)
 class FeaturesOutputs(StageOutputs):
@@ -216,11 +222,6 @@ class TrainRankerOutputs(StageOutputs):
 
 @dataclass(frozen=True)
 class RankOutputs(StageOutputs):
-    @property
-    def fusion(self) -> Path:
-        """The fused order's tuned source weights."""
-        return self.root / "fusion.json"
-
     @property
     def ranker(self) -> Path:
         """The re-ranking summary: status, shipped model, parity, or why the fused order stays."""

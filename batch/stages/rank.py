@@ -7,9 +7,9 @@ import shutil
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from batch.context import VARIANTS, RunContext, write_json
+from batch.context import VARIANTS, RunContext, read_json, write_json
 from batch.ranker.rerank import rerank
-from batch.spark import candidates, evaluate, fusion
+from batch.spark import candidates, evaluate
 from batch.stages._spark import EVAL_K, read, train_for, write
 from shared.bundle import GLOBAL_SEGMENT
 
@@ -18,19 +18,14 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     """Ranked lists per user from the merged candidates: the learned re-ranker's order
     (batch/ranker/rerank.py) when one was trained, else the fused order, which is always
     kept (fused.parquet) as the fallback and evaluated; plus the popularity baseline
-    (global popular, unseen) for evaluation."""
+    (global popular, unseen) for evaluation. The fused order is the candidates' fused_score,
+    which the candidates stage wrote with the tuned weights (candidates/fusion.json)."""
     emb, cands, out = ctx.outputs.embeddings, ctx.outputs.candidates, ctx.outputs.rank
     top_k = ctx.config.publish.top_k
-    weights, tuned_ndcg = fusion.tune_weights(
-        read(spark, cands.merged("eval")),
-        read(spark, emb.test),
-        candidates.SOURCES,
-        ctx.config.candidates.source_weights,
-    )
-    write_json(out.fusion, {"weights": weights, "sample_ndcg@10": tuned_ndcg})
+    weights = read_json(cands.fusion)["weights"]
 
     def write_fused(variant: str) -> str:
-        merged = candidates.with_fused_score(read(spark, cands.merged(variant)), weights)
+        merged = read(spark, cands.merged(variant))
         lists = evaluate.rank_lists(merged, "fused_score", top_k).join(
             merged.select("user_idx", "item_idx", "sources"), ["user_idx", "item_idx"]
         )

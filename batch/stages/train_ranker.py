@@ -19,8 +19,9 @@ from batch.context import RunContext, write_json
 from batch.ranker import quantize
 from batch.ranker.model import FP32, INT8, export_onnx, spearman
 from batch.ranker.scorer import OnnxRanker
-from batch.ranker.train import TrainingData, grouped_ndcg, train_ranker
+from batch.ranker.train import TrainingData, train_ranker
 from shared.features import FEATURE_NAMES
+from shared.metrics import grouped_ndcg
 
 log = logging.getLogger(__name__)
 INT8_KINDS = ("dynamic", "static")

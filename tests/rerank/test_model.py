@@ -12,9 +12,10 @@ import pytest
 from batch.ranker import quantize
 from batch.ranker.model import INPUT_NAME, OUTPUT_NAME, export_onnx, spearman
 from batch.ranker.scorer import OnnxRanker
-from batch.ranker.train import TrainingData, grouped_ndcg, train_ranker
+from batch.ranker.train import TrainingData, train_ranker
 from shared.config import RankerConfig
 from shared.features import FEATURE_NAMES, N_FEATURES
+from shared.metrics import grouped_ndcg
 
 PLANTED = FEATURE_NAMES.index("cooc_sum")
 

@@ -16,7 +16,9 @@ import pytest
 from batch.stages import RunOutputs
 from batch.stages.outputs import work_dir
 from shared.bundle import current_bundle, load_manifest
-from shared.features import FEATURE_NAMES, SOURCES, compute_features, load_feature_arrays
+from shared.features import FEATURE_NAMES, compute_features, load_feature_arrays
+from shared.onnx_session import create_session
+from shared.sources import RANK_COLUMNS, SCORE_COLUMNS
 from tests.conftest import TINY_RUN_DATE
 
 pytestmark = pytest.mark.spark
@@ -26,8 +28,8 @@ def _candidates(bundle: Path) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndar
     cands = pq.read_table(bundle / "candidates.parquet").to_pandas()
     out = {}
     for user, g in cands.groupby("user_idx"):
-        scores = g[[f"score_{s}" for s in SOURCES]].to_numpy(np.float64, na_value=np.nan)
-        ranks = g[[f"rank_{s}" for s in SOURCES]].to_numpy(np.float64, na_value=np.nan)
+        scores = g[list(SCORE_COLUMNS)].to_numpy(np.float64, na_value=np.nan)
+        ranks = g[list(RANK_COLUMNS)].to_numpy(np.float64, na_value=np.nan)
         out[int(user)] = (g["item_idx"].to_numpy(), scores, ranks)
     return out
 
@@ -55,10 +57,7 @@ def test_online_path_reproduces_the_published_lists(pipeline_artifacts: Path) ->
     online = load_feature_arrays(bundle / "features", factors_dir=bundle)
     work = work_dir(pipeline_artifacts, TINY_RUN_DATE.isoformat())
     batch = load_feature_arrays(RunOutputs(work).features.arrays("full"))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(bundle / "ranker" / spec["model"]), options,
-                                   providers=["CPUExecutionProvider"])
+    session = create_session(ort, bundle / "ranker" / spec["model"])
     recs = pq.read_table(bundle / "recommendations.parquet").to_pandas()
     candidates = _candidates(bundle)
     for user in sorted(candidates)[:8]:
