@@ -20,6 +20,7 @@ from batch.context import MODEL_VARIANTS, RANKER_VARIANT, RunContext, write_json
 from batch.ranker.batch_scoring import source_matrices
 from batch.spark import candidates
 from batch.vectors import read_vectors
+from shared.feature_arrays import load_feature_arrays, save_feature_arrays
 from shared.features import (
     FEATURE_NAMES,
     ITEM_STATS,
@@ -27,8 +28,6 @@ from shared.features import (
     USER_STATS,
     FeatureArrays,
     compute_features,
-    load_feature_arrays,
-    save_feature_arrays,
 )
 
 log = logging.getLogger(__name__)
