@@ -80,7 +80,14 @@ FEATURES_DIR = "features"
 FEATURE_ARRAY_FILES: dict[str, str] = {name: f"{name}.npy" for name in ARRAY_NAMES}
 FACTOR_ARRAY_FILES: dict[str, str] = dict(zip(FACTOR_NAMES, (ITEM_FACTORS, USER_FACTORS),
                                               strict=True))  # fmt: skip
-FEATURE_FILES = tuple(f"{FEATURES_DIR}/{name}" for name in FEATURE_ARRAY_FILES.values())
+
+
+def feature_file(file: str) -> str:
+    """The bundle path of a features-directory file ("item_stats.npy")."""
+    return f"{FEATURES_DIR}/{file}"
+
+
+FEATURE_FILES = tuple(feature_file(file) for file in FEATURE_ARRAY_FILES.values())
 
 # --- ranker/ ---------------------------------------------------------------------------
 RANKER_DIR = "ranker"

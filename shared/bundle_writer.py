@@ -164,12 +164,11 @@ class BundleWriter:
     def feature_arrays(self, source: FeatureArrays | Path) -> None:
         """features/: the arrays of a FeatureArrays, or copied from a features directory
         (the features stage's); never the factors, which the root has."""
-        directory = self._path(layout.FEATURES_DIR)
         if isinstance(source, FeatureArrays):
-            save_feature_arrays(source, directory, with_factors=False)
+            save_feature_arrays(source, self.directory / layout.FEATURES_DIR, with_factors=False)
             return
         for file in layout.FEATURE_ARRAY_FILES.values():
-            shutil.copyfile(source / file, directory / file)
+            self._file(layout.feature_file(file), source / file)
 
     def ranker(self, spec: Path | Mapping[str, Any], models: Mapping[str, Path | bytes]) -> None:
         """ranker/spec.json and the model files, keyed by their names in spec.json."""
