@@ -1,7 +1,7 @@
 """The bundle's candidate table as memory-mappable arrays, per user (CSR over user_idx).
 
 The re-ranker's features include the score and rank each batch source (see
-shared.features.SOURCES) gave a candidate. The service looks them up per request, so it
+shared.sources.SOURCES) gave a candidate. The service looks them up per request, so it
 needs them indexed by user. candidates.parquet holds them too, for analysts, but loading it
 means decoding and sorting the whole table in every worker: at 20M events that is 126M
 rows, 42 s and a 12 GB peak per worker. Publish therefore also writes them as .npy arrays, already in
