@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from batch.index.ann import build_index, recall_at_k
+from shared import bundle_layout as layout
 from shared.bundle import current_bundle
 from shared.config import IndexConfig
 
@@ -36,8 +37,8 @@ def main() -> None:
     faiss.omp_set_num_threads(1)
     if args.artifacts:
         bundle = current_bundle(args.artifacts)
-        items = np.load(bundle / "item_factors.npy")
-        users = np.load(bundle / "user_factors.npy")
+        items = np.load(bundle / layout.ITEM_FACTORS)
+        users = np.load(bundle / layout.USER_FACTORS)
         keep = np.flatnonzero(np.abs(items).sum(axis=1) > 0)
         ids, vectors = keep.astype(np.int64), np.ascontiguousarray(items[keep])
         rng = np.random.default_rng(0)

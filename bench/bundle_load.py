@@ -26,15 +26,31 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 import pyarrow.parquet as pq
 bundle, part = Path(sys.argv[2]), sys.argv[3]
-n_users = pq.read_metadata(bundle / "users.parquet").num_rows
+try:  # this checkout: the readers of shared/ (file names in shared/bundle_layout.py)
+    from shared import bundle_layout
+    users_file = bundle_layout.USERS
+except ImportError:  # older checkouts
+    bundle_layout = None
+    users_file = "users.parquet"
+n_users = pq.read_metadata(bundle / users_file).num_rows
 started = time.perf_counter()
-if part == "lists":
+if part == "lists" and bundle_layout is not None:
+    from shared.recommendation_arrays import RecommendationArrays
+    loaded = RecommendationArrays.load(bundle, n_users)
+elif part == "lists":
     import inspect
     from online.bundle_loader import _load_recommendations
     # Older readers take the Parquet file, newer ones the bundle directory.
     first = next(iter(inspect.signature(_load_recommendations).parameters))
     arg = bundle / "recommendations.parquet" if first == "path" else bundle
     loaded = _load_recommendations(arg, n_users)
+elif bundle_layout is not None:
+    from shared.candidate_arrays import CandidateArrays
+    from shared.feature_arrays import load_feature_arrays
+    factors = tuple(np.load(bundle / f, mmap_mode="r")
+                    for f in (bundle_layout.ITEM_FACTORS, bundle_layout.USER_FACTORS))
+    loaded = load_feature_arrays(bundle / bundle_layout.FEATURES_DIR, factors=factors)
+    CandidateArrays.load(bundle).lookup(0, np.arange(100))
 else:
     from online.ranker_features import RankerFeatures
     loaded = RankerFeatures(bundle)

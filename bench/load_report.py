@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shared.bundle_layout import MANIFEST
+
 HOST = "127.0.0.1"
 
 
@@ -102,7 +104,7 @@ def report(
     load_before: tuple[float, ...],
     load_after: tuple[float, ...],
 ) -> None:
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = json.loads((bundle / MANIFEST).read_text())
     lines = [
         "# Online service load test",
         "",

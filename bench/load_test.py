@@ -207,9 +207,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(dir=tmp))
     artifacts = args.artifacts or build_synthetic(work)
     from shared.bundle import current_bundle
+    from shared.bundle_layout import RECOMMENDATIONS
 
     bundle = current_bundle(artifacts)
-    users = pq.read_table(bundle / "recommendations.parquet", columns=["user_id"])
+    users = pq.read_table(bundle / RECOMMENDATIONS, columns=["user_id"])
     known = sorted({str(u) for u in users.column("user_id").to_pylist()})
     rng = np.random.default_rng(0)
     picked = rng.choice(known, size=min(2000, len(known)), replace=False)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from shared.bundle_layout import MANIFEST
+
 REPO = Path(__file__).resolve().parents[1]
 RECSYS = str(REPO / ".venv" / "bin" / "recsys")
 SETS = {
@@ -126,7 +128,7 @@ def main() -> None:
         current = art / "CURRENT"
         if rc == 0 and current.exists():
             manifest = json.loads(
-                (art / "runs" / current.read_text().strip() / "manifest.json").read_text()
+                (art / "runs" / current.read_text().strip() / MANIFEST).read_text()
             )
             entry["metrics"] = manifest["metrics"]
             entry["row_counts"] = manifest["row_counts"]

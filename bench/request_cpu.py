@@ -24,6 +24,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from online.app import create_app  # noqa: E402
 from shared.bundle import current_bundle  # noqa: E402
+from shared.bundle_layout import RECOMMENDATIONS  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
 
     app = create_app({"artifacts": args.artifacts, "reload_poll_seconds": 0, "request_log": True})
     client = app.test_client()
-    table = pq.read_table(current_bundle(args.artifacts) / "recommendations.parquet", columns=["user_id"])
+    table = pq.read_table(current_bundle(args.artifacts) / RECOMMENDATIONS, columns=["user_id"])
     users = [str(u) for u in table.column("user_id").unique().to_pylist()]
     client.get("/readyz")
     cached = [json.dumps({"user_id": u, "k": 20}) for u in users]

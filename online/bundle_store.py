@@ -22,9 +22,8 @@ import numpy as np
 
 from online import metrics, retrieval
 from online.bundle_loader import LoadedBundle, load_bundle
-from online.cache import LRUCache
 from online.config import ServiceConfig
-from online.scoring import ScoreInput, load_scorer
+from online.scoring import ScoreInput
 from shared.bundle import read_current, run_dir
 from shared.errors import BundleError
 
@@ -119,18 +118,11 @@ class BundleStore:
         return ReloadResult("refused", run_id, serving, error)
 
     def _load(self, path: Path) -> LoadedBundle:
-        bundle = load_bundle(path, verify_checksums=self.config.verify_checksums)
-        bundle.scorer, why = load_scorer(path)
-        if why:
+        cfg = self.config
+        bundle = load_bundle(path, verify_checksums=cfg.verify_checksums,
+                             cache_size=cfg.cache_size, scored_cache_size=cfg.scored_cache_size)
+        if bundle.scorer_fallback:
             metrics.ERRORS.labels("ranker_unusable").inc()
-        size = self.config.cache_size
-        bundle.caches = {
-            "ann_user": LRUCache("ann_user", size),
-            "ann_item": LRUCache("ann_item", size),
-            # A user's re-ranked candidates for one request context: everything before the
-            # rules is a pure function of (bundle, user, recent items, region, device).
-            "scored": LRUCache("scored", self.config.scored_cache_size),
-        }
         smoke_query(bundle)
         return bundle
 
@@ -182,7 +174,7 @@ def smoke_query(bundle: LoadedBundle) -> None:
         return
     vector = np.asarray(bundle.user_factors[user_idx], dtype=np.float32)
     scores = bundle.scorer.score(
-        ScoreInput(bundle, user_idx, vector, np.empty(0, np.int32), None, None, items, masks)
+        ScoreInput(user_idx, vector, np.empty(0, np.int32), None, None, items, masks)
     )
     if len(scores) != len(items) or not np.all(np.isfinite(scores)):
         raise BundleError(f"bundle {bundle.run_id}: smoke query produced bad scores")

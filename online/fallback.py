@@ -2,8 +2,8 @@
 
 A budgeted stage runs only if the time spent so far plus what the stage usually costs (the
 median of its recent durations, per worker) fits in the budget; otherwise it is skipped and the
-answer falls back: rerank -> precomputed list -> popular in segment -> global popular.
-The fallback lists are array slices, so they are never skipped.
+answer falls back: rerank -> precomputed list (LoadedBundle.precomputed_list) -> popular in
+segment -> global popular. The fallback lists are array slices, so they are never skipped.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from online import metrics
-from online.bundle_loader import LoadedBundle, Neighbours
+from online.bundle_loader import LoadedBundle
 from shared.bundle import GLOBAL_SEGMENT
+from shared.bundle_reader import ItemList
 
 _WINDOW = 32  # samples per stage behind the cost estimate
 _DECAY = 0.8  # shrink factor applied to a stage's samples each time it is skipped
@@ -97,29 +98,22 @@ class Stage:
         self.costs.record(self.name, time.perf_counter() - self._t0)
 
 
-def precomputed(bundle: LoadedBundle, user_idx: int | None) -> Neighbours | None:
-    if user_idx is None or user_idx + 1 >= len(bundle.rec_indptr):
-        return None
-    lo, hi = int(bundle.rec_indptr[user_idx]), int(bundle.rec_indptr[user_idx + 1])
-    if lo == hi:
-        return None
-    return Neighbours(bundle.rec_items[lo:hi], bundle.rec_scores[lo:hi])
-
-
-def popular(bundle: LoadedBundle, region: str | None) -> tuple[Neighbours, str]:
+def popular(bundle: LoadedBundle, region: str | None) -> tuple[ItemList, str]:
     """The region's popular list when the bundle has one, else the global list."""
     if region is not None and region in bundle.popular:
         return bundle.popular[region], "popular_segment"
     return bundle.popular[GLOBAL_SEGMENT], "popular"
 
 
-def topup(bundle: LoadedBundle, region: str | None) -> Neighbours:
+def topup(bundle: LoadedBundle, region: str | None) -> ItemList:
     """Items used to fill a row that the rules left short: segment then global popular."""
     lists = [bundle.popular[GLOBAL_SEGMENT]]
     if region is not None and region in bundle.popular:
         lists.insert(0, bundle.popular[region])
     if len(lists) == 1:
         return lists[0]
-    return Neighbours(
-        np.concatenate([n.items for n in lists]), np.concatenate([n.scores for n in lists])
+    return ItemList(
+        np.concatenate([n.items for n in lists]),
+        np.concatenate([n.scores for n in lists]),
+        np.concatenate([n.sources for n in lists]),
     )

@@ -2,43 +2,39 @@
 
 `shared.features.compute_features` reads the bundle's `features/` arrays and, per candidate,
 the score and rank each batch source (ann, cooc, popular) gave it; those come from the
-bundle's memory-mapped candidate arrays (shared/candidate_arrays.py), so an item the batch
-side proposed gets the same features here as in training and batch scoring. Items only the
-service proposed (online ANN, recent items) have no batch source: NaN, which
+bundle's memory-mapped candidate arrays (`BundleData.candidate_sources`), so an item the
+batch side proposed gets the same features here as in training and batch scoring. Items
+only the service proposed (online ANN, recent items) have no batch source: NaN, which
 compute_features turns into the "absent" defaults.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from shared.bundle import FEATURES_DIR
-from shared.candidate_arrays import CandidateArrays
-from shared.features import FEATURE_NAMES, compute_features, load_feature_arrays
+from shared.bundle_reader import BundleData
+from shared.features import FEATURE_NAMES, FeatureArrays, compute_features
+
+if TYPE_CHECKING:
+    from online.scoring import ScoreInput
 
 
 class RankerFeatures:
-    """A FeatureFn (see scoring.py) over one bundle; loaded only when it ships a ranker."""
+    """A FeatureFn (see scoring.py) over one bundle that ships a ranker (and so features/)."""
 
-    def __init__(self, bundle_dir: Path) -> None:
-        self.arrays = load_feature_arrays(bundle_dir / FEATURES_DIR, factors_dir=bundle_dir)
-        # Memory-mapped, so every worker shares one copy in the page cache.
-        self.candidates = CandidateArrays.load(bundle_dir)
+    def __init__(self, data: BundleData) -> None:
+        if data.features is None:
+            raise ValueError(f"bundle {data.run_id} has no feature arrays")
+        self.data = data
+        self.arrays: FeatureArrays = data.features
 
-    def source_matrices(
-        self, user_idx: int | None, items: np.ndarray
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """[n, len(SOURCES)] batch scores and ranks of these candidates, NaN where absent."""
-        return self.candidates.lookup(user_idx, items)
-
-    def __call__(self, inputs: Any, names: list[str]) -> np.ndarray:
+    def __call__(self, inputs: ScoreInput, names: list[str]) -> np.ndarray:
         """Features for a ScoreInput; `names` must be the shared FEATURE_NAMES, in order."""
         if tuple(names) != FEATURE_NAMES:
             raise ValueError("ranker spec features differ from shared.features.FEATURE_NAMES")
-        scores, ranks = self.source_matrices(inputs.user_idx, inputs.candidates)
+        scores, ranks = self.data.candidate_sources(inputs.user_idx, inputs.candidates)
         # Recent items from the request (newest first) win over the bundle's; a known user's
         # vector is read by compute_features itself, as in batch scoring.
         recent = inputs.recent_items if len(inputs.recent_items) else None

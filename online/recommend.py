@@ -17,6 +17,7 @@ from online.bundle_loader import LoadedBundle
 from online.config import ServiceConfig
 from online.fallback import Budget, Stage, StageCosts
 from online.scoring import ModelError, ScoreInput
+from shared.sources import ANN, CALLER, names_of
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Recommender:
         region = q.region
         if region is None and user_idx is not None and user_idx < len(bundle.user_region):
             region = bundle.user_region[user_idx]
-        seen = bundle.seen(user_idx) if user_idx is not None else np.empty(0, np.int32)
+        seen = bundle.seen(user_idx)
         # Items the user just watched are as good as seen.
         blocked = np.concatenate([seen, np.asarray(excluded, np.int32), recent])
         vector: np.ndarray | None = None
@@ -88,9 +89,7 @@ class Recommender:
         if not budget.allows("rerank"):
             return "budget_exceeded:rerank"
         assert r.vector is not None
-        inputs = ScoreInput(
-            bundle, r.user_idx, r.vector, r.recent, r.region, q.device, items, masks
-        )
+        inputs = ScoreInput(r.user_idx, r.vector, r.recent, r.region, q.device, items, masks)
         with Stage(self.costs, "rerank"):
             try:
                 scores = bundle.scorer.score(inputs)
@@ -113,11 +112,11 @@ class Recommender:
             r = self._resolve(bundle, q)
         reasons: list[str] = []
         outcome: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        scored_cache = bundle.caches.get("scored")
+        scored_cache = bundle.caches.scored
         key = (r.user_idx, r.recent.tobytes(), r.region, q.device)
         if r.vector is None:
             reasons.append("unknown_user")
-        elif scored_cache is not None and (hit := scored_cache.get(key)) is not None:
+        elif (hit := scored_cache.get(key)) is not None:
             outcome = hit  # same bundle, user and context: the same candidates and scores
         elif not budget.allows("candidates"):
             reasons.append("budget_exceeded:candidates")
@@ -138,9 +137,9 @@ class Recommender:
                 reasons.append(scored)
             else:
                 outcome = (items, scored, masks)
-                if scored_cache is not None:
-                    scored_cache.put(key, outcome)
-        served_by, scorer = "rerank", bundle.scorer.name
+                scored_cache.put(key, outcome)
+        served_by = "rerank"
+        scorer: str | None = bundle.scorer.name
         if outcome is None:
             scorer = None
             outcome, served_by = self._fallback_list(bundle, r, reasons)
@@ -154,20 +153,16 @@ class Recommender:
     def _fallback_list(
         self, bundle: LoadedBundle, r: _Resolved, reasons: list[str]
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], str]:
-        pre = fallback.precomputed(bundle, r.user_idx)
-        if pre is not None:
-            lo = int(bundle.rec_indptr[r.user_idx])  # type: ignore[index]
-            batch = bundle.rec_sources[lo : lo + len(pre.items)].astype(np.uint32)
-            masks = (batch << np.uint32(retrieval.BATCH_SHIFT)) | retrieval.PRECOMPUTED
-            return (pre.items, pre.scores, masks), "precomputed"
+        listed = bundle.precomputed_list(r.user_idx)
+        if listed is not None:
+            return (listed.items, listed.scores, listed.sources), "precomputed"
         if r.user_idx is None:
             if "unknown_user" not in reasons:
                 reasons.append("unknown_user")
         else:
             reasons.append("no_precomputed_list")
         pop, served_by = fallback.popular(bundle, r.region)
-        masks = np.full(len(pop.items), retrieval.POPULAR, dtype=np.uint32)
-        return (pop.items, pop.scores, masks), served_by
+        return (pop.items, pop.scores, pop.sources), served_by
 
     def _apply_rules(
         self,
@@ -181,9 +176,7 @@ class Recommender:
         extra = fallback.topup(bundle, r.region)
         all_items = np.concatenate([items, extra.items]).astype(np.int32, copy=False)
         all_scores = np.concatenate([scores, extra.scores]).astype(np.float32, copy=False)
-        all_masks = np.concatenate(
-            [masks, np.full(len(extra.items), retrieval.POPULAR, dtype=np.uint32)]
-        )
+        all_masks = np.concatenate([masks, extra.sources]).astype(np.uint32, copy=False)
         picked = rules.select(
             all_items,
             all_scores,
@@ -197,7 +190,7 @@ class Recommender:
             bundle,
             all_items[picked],
             all_scores[picked],
-            [retrieval.sources_to_names(bundle, m) for m in all_masks[picked].tolist()],
+            [names_of(m) for m in all_masks[picked].tolist()],
         )
 
     def rerank(
@@ -214,8 +207,10 @@ class Recommender:
         reasons: list[str] = []
         scored: np.ndarray | str = "unknown_user" if r.vector is None else "no_candidates"
         if r.vector is not None and len(items):
-            scored = self._score(bundle, r, q, items, np.zeros(len(items), np.uint32), budget)
-        served_by, scorer = "rerank", bundle.scorer.name
+            masks = np.full(len(items), CALLER, dtype=np.uint32)
+            scored = self._score(bundle, r, q, items, masks, budget)
+        served_by = "rerank"
+        scorer: str | None = bundle.scorer.name
         if isinstance(scored, str):
             if len(items):
                 reasons.append(scored)
@@ -234,7 +229,7 @@ class Recommender:
                 first_genre=bundle.first_genre,
                 k=q.k,
             )
-        rows = item_rows(bundle, items[picked], scored[picked], [["caller"] for _ in picked])
+        rows = item_rows(bundle, items[picked], scored[picked], [names_of(CALLER)] * len(picked))
         metrics.SERVED.labels("rerank", served_by).inc()
         for reason in reasons:
             metrics.FALLBACKS.labels(reason).inc()
@@ -247,14 +242,15 @@ class Recommender:
         with Stage(self.costs, "similar"):
             found = retrieval.item_neighbours(bundle, item_idx, k)
         metrics.SERVED.labels("similar", "ann").inc()
-        return item_rows(bundle, found.items, found.scores, [["ann"] for _ in found.items])
+        return item_rows(bundle, found.items, found.scores, [names_of(ANN)] * len(found.items))
 
 
 def item_rows(
-    bundle: LoadedBundle, items: np.ndarray, scores: np.ndarray, sources: list[list[str]]
+    bundle: LoadedBundle, items: np.ndarray, scores: np.ndarray, sources: list[tuple[str, ...]]
 ) -> list[dict[str, Any]]:
     """The answer's rows (id, score rounded to 6 decimals, sources, title), with one
-    conversion to Python numbers for the whole answer instead of one per item."""
+    conversion to Python numbers for the whole answer instead of one per item. `sources`
+    are shared.sources.names_of tuples, shared between items (never mutated)."""
     ids, titles = bundle.item_ids, bundle.titles
     return [
         {"item_id": ids[i], "score": s, "sources": src, "title": titles[i] or None}

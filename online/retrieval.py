@@ -1,8 +1,8 @@
 """Candidate retrieval: precomputed list ∪ ANN(user vector) ∪ ANN(recent items).
 
-Each candidate carries a bitmask of the sources that proposed it (CANDIDATE_SOURCES, then
-the batch tags of the precomputed list shifted past them) so the answer can say where every
-item came from without building Python sets per candidate.
+Each candidate carries a bitmask of the sources that proposed it (shared.sources: the
+batch sources of the precomputed list, PRECOMPUTED, ANN, RECENT), so the answer can say
+where every item came from without building Python sets per candidate.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from online.bundle_loader import LoadedBundle, Neighbours
-
-CANDIDATE_SOURCES = ("precomputed", "ann", "recent", "popular")
-PRECOMPUTED, ANN, RECENT, POPULAR = (np.uint32(1 << i) for i in range(len(CANDIDATE_SOURCES)))
-BATCH_SHIFT = len(CANDIDATE_SOURCES)
+from shared.sources import ANN, RECENT
 
 
 def search(bundle: LoadedBundle, vector: np.ndarray, k: int) -> Neighbours:
@@ -25,7 +22,7 @@ def search(bundle: LoadedBundle, vector: np.ndarray, k: int) -> Neighbours:
 
 def user_neighbours(bundle: LoadedBundle, user_idx: int, k: int) -> Neighbours:
     # A user's vector is fixed for the life of the bundle, so its ANN answer is too.
-    return bundle.caches["ann_user"].get_or_compute(
+    return bundle.caches.ann_user.get_or_compute(
         (user_idx, k), lambda: search(bundle, np.asarray(bundle.user_factors[user_idx]), k)
     )
 
@@ -38,17 +35,7 @@ def item_neighbours(bundle: LoadedBundle, item_idx: int, k: int) -> Neighbours:
         keep = found.items != item_idx
         return Neighbours(found.items[keep][:k], found.scores[keep][:k])
 
-    return bundle.caches["ann_item"].get_or_compute((item_idx, k), compute)
-
-
-def sources_to_names(bundle: LoadedBundle, mask: int) -> list[str]:
-    """Source names for a bitmask; memoised per bundle (few distinct masks, many items)."""
-    names = bundle.source_names_memo.get(mask)
-    if names is None:
-        names = [name for i, name in enumerate(CANDIDATE_SOURCES) if mask & (1 << i)]
-        names += [b for b in bundle.sources_of(mask >> BATCH_SHIFT) if b not in names]
-        bundle.source_names_memo[mask] = names  # a racing duplicate write is harmless
-    return names
+    return bundle.caches.ann_item.get_or_compute((item_idx, k), compute)
 
 
 def merge(parts: list[tuple[np.ndarray, np.ndarray]], limit: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,10 +63,9 @@ def candidates(
     """Candidate item_idx and source bitmasks for one request."""
     parts: list[tuple[np.ndarray, np.ndarray]] = []
     if user_idx is not None:
-        lo, hi = int(bundle.rec_indptr[user_idx]), int(bundle.rec_indptr[user_idx + 1])
-        if hi > lo:
-            batch = bundle.rec_sources[lo:hi].astype(np.uint32) << np.uint32(BATCH_SHIFT)
-            parts.append((bundle.rec_items[lo:hi], batch | PRECOMPUTED))
+        listed = bundle.precomputed_list(user_idx)
+        if listed is not None:
+            parts.append((listed.items, listed.sources))
         found = user_neighbours(bundle, user_idx, ann_k)
         parts.append((found.items, np.full(len(found.items), ANN, dtype=np.uint32)))
     for item_idx in recent.tolist():

@@ -2,12 +2,12 @@
 
 `AlsDotScorer` needs nothing beyond the factors every bundle has. `OnnxScorer` runs the
 bundle's int8 re-ranker (ranker/spec.json + the ONNX file) when the batch side ships one.
-Both take the same `ScoreInput` and return one float32 score per candidate.
+Both are built from the bundle they score for (`load_scorer(data)`) and hold what they read
+from it, so a `ScoreInput` carries only the request: one float32 score per candidate.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,25 +16,24 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from shared.bundle import RANKER_SPEC as BUNDLE_RANKER_SPEC
+from online.ranker_features import RankerFeatures
+from shared.bundle_reader import BundleData
 from shared.errors import ModelError
+from shared.features import FEATURE_NAMES
 from shared.onnx_session import create_session
 
 log = logging.getLogger(__name__)
 
-RANKER_SPEC = Path(BUNDLE_RANKER_SPEC)
 
-
-@dataclass
+@dataclass(frozen=True)
 class ScoreInput:
-    bundle: Any  # online.bundle_loader.LoadedBundle (Any avoids an import cycle)
     user_idx: int | None
     user_vector: np.ndarray  # float32 [dim]: the user's factors or the mean of recent items
     recent_items: np.ndarray  # int32 item_idx from the request context
     region: str | None
     device: str | None
     candidates: np.ndarray  # int32 item_idx
-    source_masks: np.ndarray  # uint32 per candidate, bits over candidate source names
+    source_masks: np.ndarray  # uint32 per candidate (shared.sources bits)
 
 
 class Scorer(Protocol):
@@ -46,8 +45,11 @@ class Scorer(Protocol):
 class AlsDotScorer:
     name = "als-dot"
 
+    def __init__(self, item_factors: np.ndarray) -> None:
+        self._item_factors = item_factors
+
     def score(self, inputs: ScoreInput) -> np.ndarray:
-        vectors = np.asarray(inputs.bundle.item_factors[inputs.candidates], dtype=np.float32)
+        vectors = np.asarray(self._item_factors[inputs.candidates], dtype=np.float32)
         return vectors @ inputs.user_vector.astype(np.float32, copy=False)
 
 
@@ -62,20 +64,20 @@ class OnnxScorer:
 
         # The project's one set of session options (shared/onnx_session.py): one thread
         # each, spinning off; workers x threads must not exceed the cores (PITFALLS, Serving).
-        self._session = create_session(ort, model_path)
+        self.session = create_session(ort, model_path)
         # The batch side ships fp32 when int8 failed its parity check; say which one runs.
         self.name = "onnx-fp32" if "fp32" in str(spec["model"]) else "onnx-int8"
         self._input = str(spec.get("input", "features"))
         self._output = str(spec.get("output", "score"))
         self.feature_names = [str(f) for f in spec["features"]]
-        self._features = features
+        self.features = features
 
     def score(self, inputs: ScoreInput) -> np.ndarray:
         try:
-            x = self._features(inputs, self.feature_names)
+            x = self.features(inputs, self.feature_names)
             if x.shape != (len(inputs.candidates), len(self.feature_names)):
                 raise ModelError(f"features shape {x.shape}")
-            (out,) = self._session.run([self._output], {self._input: x})
+            (out,) = self.session.run([self._output], {self._input: x})
             scores = np.asarray(out, dtype=np.float32).reshape(-1)
             if len(scores) != len(inputs.candidates) or not np.all(np.isfinite(scores)):
                 raise ModelError("model returned a wrong-sized or non-finite output")
@@ -86,29 +88,31 @@ class OnnxScorer:
             raise ModelError(str(exc)) from exc
 
 
-def load_scorer(bundle_dir: Path, features: FeatureFn | None = None) -> tuple[Scorer, str | None]:
-    """The bundle's ONNX scorer if it ships a usable one, else ALS; plus why ONNX was not used.
+def load_scorer(data: BundleData, features: FeatureFn | None = None) -> tuple[Scorer, str | None]:
+    """The bundle's ONNX scorer if it ships a usable one, else ALS; plus why ONNX was not used
+    ("ranker_unusable: ..."; None when it was, or when the bundle ships no ranker).
 
     `features` defaults to RankerFeatures over the bundle (shared.features + candidates).
 
     A declared but unusable ranker degrades to the ALS dot product rather than refusing an
     otherwise verified bundle; the reason is logged and exported as a metric by the caller.
     """
-    spec_path = bundle_dir / RANKER_SPEC
-    if not spec_path.exists():
-        return AlsDotScorer(), None
+    als = AlsDotScorer(data.item_factors)
+    if data.ranker is None:
+        return (als, None) if data.ranker_problem is None else _unusable(als, data.ranker_problem)
+    spec = data.ranker.spec
     try:
-        spec = json.loads(spec_path.read_text())
         if features is None:
-            from online.ranker_features import RankerFeatures
-            from shared.features import FEATURE_NAMES
-
             # A model trained on other features than this code computes (version skew
             # between batch and service) must not be fed our columns.
             if tuple(spec["features"]) != FEATURE_NAMES:
                 raise ValueError("spec features differ from shared.features.FEATURE_NAMES")
-            features = RankerFeatures(bundle_dir)
-        return OnnxScorer(spec_path.parent / spec["model"], spec, features), None
-    except Exception as exc:  # import, JSON, missing key or ORT load error: same outcome
-        log.error("ranker unusable, serving with als-dot", extra={"error": str(exc)})
-        return AlsDotScorer(), f"ranker_unusable: {exc}"
+            features = RankerFeatures(data)
+        return OnnxScorer(data.ranker.model, spec, features), None
+    except Exception as exc:  # import, missing key, features or ORT load error: same outcome
+        return _unusable(als, str(exc))
+
+
+def _unusable(als: AlsDotScorer, why: str) -> tuple[Scorer, str]:
+    log.error("ranker unusable, serving with als-dot", extra={"error": why})
+    return als, f"ranker_unusable: {why}"

@@ -1,32 +1,11 @@
-"""The published bundle: layout, manifest, checksums and the CURRENT pointer.
+"""The published bundle: manifest, checksums, verification and the CURRENT pointer.
 
 A bundle is `ART/runs/<run_id>/`, immutable once published. `ART/CURRENT` is a one-line
 file holding the run id of the live bundle; it is replaced atomically (write + rename), so
 readers see either the old or the new run id, never a half-written one.
 
-Files in a bundle (all relative to the run directory):
-  manifest.json            BundleManifest below; checksums of every other file
-  items.parquet            item_idx:int32, item_id:str, title, genres, available_regions
-  users.parquet            user_idx:int32, user_id:str, region
-  item_factors.npy         float32 [n_items, dim], row = item_idx (memory-mappable)
-  user_factors.npy         float32 [n_users, dim], row = user_idx
-  index.faiss              FAISS index over item_factors (inner product), ids = item_idx
-  seen_indptr.npy          int64 [n_users + 1]  CSR of items each user interacted with
-  seen_indices.npy         int32 [nnz]
-  recommendations.parquet  user_idx, user_id, rank (1..K), item_idx, item_id, score, sources
-  rec_*.npy, rec_sources.json  the same lists as per-user CSR arrays the service memory-maps
-                           (indptr, items, scores, source bitmasks; shared/recommendation_arrays.py)
-  candidates.parquet       user_idx, item_idx, sources, score_<source>, rank_<source>
-  candidate_*.npy          the same scores and ranks as per-user CSR arrays the service
-                           memory-maps (indptr, items, scores, ranks; shared/candidate_arrays.py)
-  popular.parquet          segment ("__global__" or a region), rank, item_idx, item_id, score
-  quarantine.parquet       the rows refused by validation, with their reason
-  metrics.json             evaluation metrics of the run (also in the manifest)
-Optional (bundles without them stay valid; the service then scores with ALS):
-  ranker/spec.json         {"model", "input", "output", "features": [names], "parity", ...}
-  ranker/model.fp32.onnx   the re-ranker, input "features" float32 [N, F], output "score" [N]
-  ranker/model.int8.onnx   its int8 quantization (spec.json's "model" names the shipped one)
-  features/*.npy           the arrays shared.features.compute_features reads (see there)
+The files in a bundle are named (and described) in shared/bundle_layout.py; they are
+written by shared/bundle_writer.py and read by shared/bundle_reader.py.
 """
 
 from __future__ import annotations
@@ -39,36 +18,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.candidate_arrays import FILES as CANDIDATE_ARRAY_FILES
+from shared import bundle_layout as layout
 from shared.errors import BundleError
-from shared.recommendation_arrays import FILES as RECOMMENDATION_ARRAY_FILES
 
 # 2: the candidate_*.npy and rec_*.npy arrays (the service reads no Parquet table per user).
 SCHEMA_VERSION = 2
 CURRENT_FILE = "CURRENT"
 RUNS_DIR = "runs"
-MANIFEST_FILE = "manifest.json"
 GLOBAL_SEGMENT = "__global__"
-
-REQUIRED_FILES = (
-    "items.parquet",
-    "users.parquet",
-    "item_factors.npy",
-    "user_factors.npy",
-    "index.faiss",
-    "seen_indptr.npy",
-    "seen_indices.npy",
-    "recommendations.parquet",
-    "candidates.parquet",
-    *CANDIDATE_ARRAY_FILES,
-    *RECOMMENDATION_ARRAY_FILES,
-    "popular.parquet",
-    "metrics.json",
-)
-
-RANKER_DIR = "ranker"
-RANKER_SPEC = "ranker/spec.json"
-FEATURES_DIR = "features"
 
 
 class IndexInfo(BaseModel):
@@ -107,7 +64,7 @@ def checksum_tree(run_dir: Path) -> dict[str, str]:
     """sha256 of every file under run_dir except the manifest, keyed by relative path."""
     out: dict[str, str] = {}
     for path in sorted(run_dir.rglob("*")):
-        if path.is_file() and path.name != MANIFEST_FILE:
+        if path.is_file() and path.name != layout.MANIFEST:
             out[path.relative_to(run_dir).as_posix()] = sha256_file(path)
     return out
 
@@ -134,9 +91,9 @@ def write_current(artifacts: Path, run_id: str) -> None:
 
 
 def load_manifest(bundle: Path) -> BundleManifest:
-    path = bundle / MANIFEST_FILE
+    path = bundle / layout.MANIFEST
     if not path.exists():
-        raise BundleError(f"bundle {bundle} has no {MANIFEST_FILE}")
+        raise BundleError(f"bundle {bundle} has no {layout.MANIFEST}")
     try:
         return BundleManifest.model_validate(json.loads(path.read_text()))
     except (ValueError, TypeError) as exc:
@@ -151,7 +108,7 @@ def verify_bundle(bundle: Path, check_checksums: bool = True) -> BundleManifest:
             f"bundle {manifest.run_id}: schema_version {manifest.schema_version}, "
             f"this code reads {SCHEMA_VERSION}"
         )
-    missing = [name for name in REQUIRED_FILES if not (bundle / name).exists()]
+    missing = [name for name in layout.REQUIRED_FILES if not (bundle / name).exists()]
     if missing:
         raise BundleError(f"bundle {manifest.run_id}: missing files {missing}")
     if check_checksums:

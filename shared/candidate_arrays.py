@@ -1,14 +1,14 @@
 """The bundle's candidate table as memory-mappable arrays, per user (CSR over user_idx).
 
 The re-ranker's features include the score and rank each batch source (see
-shared.features.SOURCES) gave a candidate. The service looks them up per request, so it
+shared.sources.SOURCES) gave a candidate. The service looks them up per request, so it
 needs them indexed by user. candidates.parquet holds them too, for analysts, but loading it
 means decoding and sorting the whole table in every worker: at 20M events that is 126M
 rows, 42 s and a 12 GB peak per worker. Publish therefore also writes them as .npy arrays, already in
 user order, which every worker memory-maps: one copy in the page cache for all workers,
 and a user's rows are read only when that user is scored.
 
-Files (next to candidates.parquet in the bundle):
+Files (next to candidates.parquet in the bundle; names in shared/bundle_layout.py):
   candidate_indptr.npy  int64 [n_users + 1]  rows of user u: indptr[u]:indptr[u + 1]
   candidate_items.npy   int32 [n]            item_idx, strictly increasing within a user
   candidate_scores.npy  float32 [n, len(SOURCES)]  score per source, NaN where absent
@@ -29,17 +29,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared import bundle_layout as layout
 from shared.errors import BundleError
-from shared.features import SOURCES
+from shared.sources import RANK_COLUMNS, SCORE_COLUMNS, SOURCES
 
-INDPTR_FILE = "candidate_indptr.npy"
-ITEMS_FILE = "candidate_items.npy"
-SCORES_FILE = "candidate_scores.npy"
-RANKS_FILE = "candidate_ranks.npy"
-FILES = (INDPTR_FILE, ITEMS_FILE, SCORES_FILE, RANKS_FILE)
-
-SCORE_COLUMNS = tuple(f"score_{s}" for s in SOURCES)
-RANK_COLUMNS = tuple(f"rank_{s}" for s in SOURCES)
 COLUMNS = ("user_idx", "item_idx", *SCORE_COLUMNS, *RANK_COLUMNS)
 
 
@@ -77,11 +70,11 @@ class CandidateArrayWriter:
         self.filled = np.zeros(len(counts), dtype=np.int64)
         n, width = int(self.indptr[-1]), len(SOURCES)
         open_memmap = np.lib.format.open_memmap
-        self.items = open_memmap(target / ITEMS_FILE, mode="w+", dtype=np.int32, shape=(n,))
+        self.items = open_memmap(target / layout.CANDIDATE_ITEMS, mode="w+", dtype=np.int32, shape=(n,))
         self.scores = open_memmap(
-            target / SCORES_FILE, mode="w+", dtype=np.float32, shape=(n, width)
+            target / layout.CANDIDATE_SCORES, mode="w+", dtype=np.float32, shape=(n, width)
         )
-        self.ranks = open_memmap(target / RANKS_FILE, mode="w+", dtype=np.float32, shape=(n, width))
+        self.ranks = open_memmap(target / layout.CANDIDATE_RANKS, mode="w+", dtype=np.float32, shape=(n, width))
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -118,7 +111,7 @@ class CandidateArrayWriter:
             if len(bad):
                 user = int(np.searchsorted(self.indptr, bad[0], "right") - 1)
                 raise ValueError(f"candidate rows of user_idx {user} are not sorted by item_idx")
-        np.save(self.target / INDPTR_FILE, self.indptr)
+        np.save(self.target / layout.CANDIDATE_INDPTR, self.indptr)
         del self.items, self.scores, self.ranks  # closes the memory maps
 
 
@@ -144,7 +137,7 @@ class CandidateArrays:
     @classmethod
     def load(cls, bundle_dir: Path) -> CandidateArrays:
         try:
-            arrays = [np.load(bundle_dir / name, mmap_mode="r") for name in FILES]
+            arrays = [np.load(bundle_dir / name, mmap_mode="r") for name in layout.CANDIDATE_FILES]
         except (OSError, ValueError) as exc:
             raise BundleError(f"candidate arrays unreadable: {exc}") from exc
         indptr, items, scores, ranks = arrays

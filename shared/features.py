@@ -7,7 +7,8 @@ training and another in serving. numpy only: the service imports this without py
 torch or onnxruntime.
 
 Bundle arrays (`features/` in a bundle, `work/<date>/features/<variant>/` in batch; all
-memory-mappable .npy, rows addressed by the stable item_idx / user_idx):
+memory-mappable .npy, rows addressed by the stable item_idx / user_idx; file names in
+shared/bundle_layout.py, read and written by shared/feature_arrays.py):
   item_stats.npy       float32 [n_items, len(ITEM_STATS)]  raw counts and days, see ITEM_STATS
   item_genres.npy      float32 [n_items, n_genres]         1 where the item has the genre
   user_stats.npy       float32 [n_users, len(USER_STATS)]  see USER_STATS
@@ -28,8 +29,6 @@ plus item_factors.npy / user_factors.npy (ALS, float32 [n, dim]) at the bundle r
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
@@ -118,33 +117,8 @@ class FeatureArrays:
         return np.asarray(self.recent_indices[lo:hi], dtype=np.int32)
 
 
-FACTOR_FILES = ("item_factors", "user_factors")
-ARRAY_NAMES = tuple(f.name for f in fields(FeatureArrays) if f.name not in FACTOR_FILES)
-
-
-def save_feature_arrays(arrays: FeatureArrays, directory: Path, with_factors: bool = True) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    names = ARRAY_NAMES + (FACTOR_FILES if with_factors else ())
-    for name in names:
-        np.save(directory / f"{name}.npy", getattr(arrays, name))
-
-
-def load_feature_arrays(directory: Path, factors_dir: Path | None = None,
-                        mmap: bool = True) -> FeatureArrays:
-    """Arrays from `directory` (a bundle's features/), the ALS factors from factors_dir
-    (the bundle root; default: directory itself). Memory-mapped: replicas share pages."""
-    mode: Literal["r"] | None = "r" if mmap else None
-    # np.asarray turns each np.memmap into a plain ndarray view of the same mapping: the
-    # pages stay shared, but indexing skips memmap's Python-level __getitem__ and
-    # __array_finalize__ (a third of the feature time of a request, measured).
-    loaded = {
-        name: np.asarray(np.load(directory / f"{name}.npy", mmap_mode=mode))
-        for name in ARRAY_NAMES
-    }
-    for name in FACTOR_FILES:
-        path = (factors_dir or directory) / f"{name}.npy"
-        loaded[name] = np.asarray(np.load(path, mmap_mode=mode))
-    return FeatureArrays(**loaded)
+FACTOR_NAMES = ("item_factors", "user_factors")  # the ALS fields (the bundle root has them)
+ARRAY_NAMES = tuple(f.name for f in fields(FeatureArrays) if f.name not in FACTOR_NAMES)
 
 
 def _cooc(arrays: FeatureArrays, recent: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -190,7 +164,7 @@ def compute_features(
     """Features of one user's candidates: float32 [len(items), N_FEATURES], FEATURE_NAMES order.
 
     Args:
-        arrays: the bundle's feature arrays (load_feature_arrays).
+        arrays: the bundle's feature arrays (shared.feature_arrays.load_feature_arrays).
         user_idx: the user's stable index, None (or out of range) for an unknown user.
         items: int item_idx of the candidates.
         source_scores, source_ranks: float [len(items), len(SOURCES)], NaN where a source did

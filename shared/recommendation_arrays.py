@@ -6,12 +6,12 @@ analysts, but decoding it in every worker (the `sources` lists above all) took 8
 a 5 GB peak per worker for the 40M rows of a 20M-event bundle. Publish therefore also writes them
 as arrays that every worker memory-maps: nothing to decode, one copy in the page cache.
 
-Files (next to recommendations.parquet in the bundle):
+Files (next to recommendations.parquet in the bundle; names in shared/bundle_layout.py):
   rec_indptr.npy    int64 [n_users + 1]   the list of user u: indptr[u]:indptr[u + 1]
   rec_items.npy     int32 [n]             item_idx, best first
   rec_scores.npy    float32 [n]           the published score
-  rec_sources.npy   uint32 [n]            bit b set = source rec_sources.json[b] proposed it
-  rec_sources.json  ["ann", "cooc", ...]  the source names, at most 32
+  rec_sources.npy   uint32 [n]            source bitmask, bit b = shared.sources.SOURCES[b]
+  rec_sources.json  ["ann", "cooc", ...]  the names of those bits (shared.sources.SOURCES)
 """
 
 from __future__ import annotations
@@ -24,26 +24,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from shared import bundle_layout as layout
 from shared.errors import BundleError
-
-INDPTR_FILE = "rec_indptr.npy"
-ITEMS_FILE = "rec_items.npy"
-SCORES_FILE = "rec_scores.npy"
-SOURCES_FILE = "rec_sources.npy"
-SOURCE_NAMES_FILE = "rec_sources.json"
-FILES = (INDPTR_FILE, ITEMS_FILE, SCORES_FILE, SOURCES_FILE, SOURCE_NAMES_FILE)
-MAX_SOURCES = 32  # one bit each in a uint32
+from shared.sources import SOURCES
 
 
-def source_bitmasks(sources: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, list[str]]:
-    """uint32 [rows] bitmasks of a list<string> column and the names the bits stand for
-    (sorted, so the same sources always get the same bits)."""
+def source_bitmasks(sources: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """uint32 [rows] bitmasks of a list<string> column, bit b = SOURCES[b] (shared.sources);
+    null tags are ignored, a tag that is no batch source is refused."""
     lists = sources.combine_chunks() if isinstance(sources, pa.ChunkedArray) else sources
     flat = pc.list_flatten(lists)
-    names = sorted({str(s) for s in pc.unique(flat).to_pylist() if s is not None})
-    if len(names) > MAX_SOURCES:
-        raise ValueError(f"{len(names)} source tags, at most {MAX_SOURCES}")
-    codes = pc.index_in(flat, value_set=pa.array(names, pa.string()))
+    codes = pc.index_in(flat, value_set=pa.array(SOURCES, pa.string()))
+    unknown = pc.and_(flat.is_valid(), codes.is_null())
+    if pc.any(unknown).as_py():
+        tags = sorted(set(pc.filter(flat, unknown).to_pylist()))
+        raise ValueError(f"source tags {tags} are not batch sources {SOURCES}")
     parents = pc.list_parent_indices(lists).to_numpy()
     masks = np.zeros(len(lists), dtype=np.uint32)
     valid = codes.is_valid().to_numpy(zero_copy_only=False)
@@ -51,7 +46,7 @@ def source_bitmasks(sources: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, li
         np.uint32(1), codes.to_numpy(zero_copy_only=False)[valid].astype(np.uint32)
     )
     np.bitwise_or.at(masks, parents[valid], bits)
-    return masks, names
+    return masks
 
 
 def write_recommendation_arrays(table: pa.Table, target: Path, n_users: int) -> None:
@@ -65,12 +60,12 @@ def write_recommendation_arrays(table: pa.Table, target: Path, n_users: int) -> 
     counts = np.bincount(users, minlength=n_users)
     indptr = np.zeros(len(counts) + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    masks, names = source_bitmasks(table.column("sources"))
-    np.save(target / INDPTR_FILE, indptr)
-    np.save(target / ITEMS_FILE, table.column("item_idx").to_numpy().astype(np.int32))
-    np.save(target / SCORES_FILE, table.column("score").to_numpy().astype(np.float32))
-    np.save(target / SOURCES_FILE, masks)
-    (target / SOURCE_NAMES_FILE).write_text(json.dumps(names))
+    masks = source_bitmasks(table.column("sources"))
+    np.save(target / layout.REC_INDPTR, indptr)
+    np.save(target / layout.REC_ITEMS, table.column("item_idx").to_numpy().astype(np.int32))
+    np.save(target / layout.REC_SCORES, table.column("score").to_numpy().astype(np.float32))
+    np.save(target / layout.REC_SOURCES, masks)
+    (target / layout.REC_SOURCE_NAMES).write_text(json.dumps(list(SOURCES)))
 
 
 @dataclass(frozen=True)
@@ -78,31 +73,44 @@ class RecommendationArrays:
     indptr: np.ndarray
     items: np.ndarray
     scores: np.ndarray
-    sources: np.ndarray
-    source_names: list[str]
+    sources: np.ndarray  # uint32 bitmasks, bit b = SOURCES[b]
 
     @classmethod
     def load(cls, bundle_dir: Path, n_users: int) -> RecommendationArrays:
         """Memory-mapped (plain ndarray views of the maps); indptr covers at least n_users."""
+        names = (layout.REC_INDPTR, layout.REC_ITEMS, layout.REC_SCORES, layout.REC_SOURCES)
         try:
             indptr, items, scores, sources = (
-                np.asarray(np.load(bundle_dir / name, mmap_mode="r")) for name in FILES[:4]
+                np.asarray(np.load(bundle_dir / name, mmap_mode="r")) for name in names
             )
-            names = json.loads((bundle_dir / SOURCE_NAMES_FILE).read_text())
+            tags = json.loads((bundle_dir / layout.REC_SOURCE_NAMES).read_text())
         except (OSError, ValueError) as exc:
             raise BundleError(f"recommendation arrays unreadable: {exc}") from exc
-        if not isinstance(names, list):
-            raise BundleError(f"{SOURCE_NAMES_FILE}: expected a list of source names")
+        if not isinstance(tags, list):
+            raise BundleError(f"{layout.REC_SOURCE_NAMES}: expected a list of source names")
+        # Bundles written before the one scheme named only the sources present, sorted; the
+        # bits agree with it wherever those names are a prefix of SOURCES.
+        if tags != list(SOURCES[: len(tags)]):
+            raise BundleError(
+                f"{layout.REC_SOURCE_NAMES} names bits {tags}, this code reads bit b as "
+                f"{list(SOURCES)}[b]"
+            )
         n = len(items)
         if (
             indptr.ndim != 1 or len(indptr) < 1 or int(indptr[-1]) != n
             or scores.shape != (n,) or sources.shape != (n,)
-            or len(names) > MAX_SOURCES
         ):  # fmt: skip
             raise BundleError(
                 f"recommendation arrays disagree: indptr {indptr.shape}, items {items.shape}, "
-                f"scores {scores.shape}, sources {sources.shape}, {len(names)} source names"
+                f"scores {scores.shape}, sources {sources.shape}"
             )
         if len(indptr) < n_users + 1:  # users after the last one with a list: empty lists
             indptr = np.concatenate([indptr, np.full(n_users + 1 - len(indptr), indptr[-1])])
-        return cls(indptr, items, scores, sources, [str(s) for s in names])
+        return cls(indptr, items, scores, sources)
+
+    def user_slice(self, user_idx: int | None) -> slice | None:
+        """Rows of the user's list; None for a user without one (or unknown)."""
+        if user_idx is None or not 0 <= user_idx < len(self.indptr) - 1:
+            return None
+        lo, hi = int(self.indptr[user_idx]), int(self.indptr[user_idx + 1])
+        return slice(lo, hi) if hi > lo else None

@@ -1,13 +1,58 @@
-"""Candidate sources: the one list of their names, and the columns named after them.
+"""Candidate sources: the one list of their names, the columns named after them, and the
+one bitmask scheme that says which sources proposed an item.
 
-The nightly run proposes candidates from these sources, in this order. The order is the
-column order of every per-source array (candidate_scores/ranks.npy, the re-ranker's
-score_*/rr_* features) and bit b of every source bitmask stands for SOURCES[b].
-A new source is added here first; everything else reads this tuple.
+The nightly run proposes candidates from SOURCES, in this order. The order is the column
+order of every per-source array (candidate_scores/ranks.npy, the re-ranker's
+score_*/rr_* features). A new source is added here first; everything else reads this tuple.
+
+Bitmasks: bit b stands for ALL_SOURCES[b], everywhere. ALL_SOURCES is SOURCES followed by
+the service's own sources (SERVICE_SOURCES), so bit b = SOURCES[b] for the batch sources:
+the masks of the published lists (rec_sources.npy), the source bits the Spark scoring tasks
+carry, and the masks the service builds per candidate are one scheme. The service adds:
+  precomputed  the item is on the user's published list
+  recent       a neighbour of an item in the request's recent items
+  caller       the caller supplied the item (/v1/rerank)
+Its own ANN query (the user's vector against the bundle's index, as the nightly "ann"
+source) sets the "ann" bit, and its popular lists the "popular" bit. The names of a mask,
+in bit order, are the `sources` of an answer's item.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import cache
+
 SOURCES: tuple[str, ...] = ("ann", "cooc", "popular")
 SCORE_COLUMNS: tuple[str, ...] = tuple(f"score_{s}" for s in SOURCES)
 RANK_COLUMNS: tuple[str, ...] = tuple(f"rank_{s}" for s in SOURCES)
+
+SERVICE_SOURCES: tuple[str, ...] = ("precomputed", "recent", "caller")
+ALL_SOURCES: tuple[str, ...] = SOURCES + SERVICE_SOURCES
+MAX_SOURCES = 32  # one bit each in a uint32
+assert len(set(ALL_SOURCES)) == len(ALL_SOURCES) <= MAX_SOURCES
+
+
+def bit(source: str) -> int:
+    """The mask of one source (ValueError for a name the scheme does not know)."""
+    try:
+        return 1 << ALL_SOURCES.index(source)
+    except ValueError:
+        raise ValueError(f"unknown source {source!r}; known: {ALL_SOURCES}") from None
+
+
+ANN, COOC, POPULAR = (bit(s) for s in SOURCES)
+PRECOMPUTED, RECENT, CALLER = (bit(s) for s in SERVICE_SOURCES)
+BATCH_MASK = (1 << len(SOURCES)) - 1  # the bits the nightly run may set
+
+
+def mask_of(sources: Iterable[str]) -> int:
+    out = 0
+    for source in sources:
+        out |= bit(source)
+    return out
+
+
+@cache  # at most 2 ** len(ALL_SOURCES) masks: the same tuple for every item that has one
+def names_of(mask: int) -> tuple[str, ...]:
+    """The source names of a mask, in bit order."""
+    return tuple(name for b, name in enumerate(ALL_SOURCES) if mask >> b & 1)

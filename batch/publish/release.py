@@ -15,14 +15,8 @@ from pathlib import Path
 from batch.publish import warehouse_build
 from batch.stages import RunOutputs
 from batch.stages.outputs import WORK_DIR, work_dir
-from shared.bundle import (
-    MANIFEST_FILE,
-    RUNS_DIR,
-    read_current,
-    run_dir,
-    verify_bundle,
-    write_current,
-)
+from shared.bundle import RUNS_DIR, read_current, run_dir, verify_bundle, write_current
+from shared.bundle_layout import MANIFEST
 from shared.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -31,7 +25,7 @@ log = logging.getLogger(__name__)
 def list_runs(artifacts: Path) -> list[str]:
     """Published runs, oldest first (by manifest creation time, then id)."""
     found = []
-    for path in (artifacts / RUNS_DIR).glob("*/" + MANIFEST_FILE):
+    for path in (artifacts / RUNS_DIR).glob("*/" + MANIFEST):
         found.append((path.stat().st_mtime, path.parent.name))
     return [name for _, name in sorted(found)]
 

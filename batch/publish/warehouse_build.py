@@ -34,6 +34,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shared import bundle_layout as layout
 from shared import request_log
 from shared.bundle import RUNS_DIR, BundleManifest, load_manifest, run_dir
 from shared.privacy import load_key, pseudonyms
@@ -129,12 +130,12 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path) -> Path:
     runs, metrics = update_history(artifacts)
     served = request_log.part_files(request_log.log_dir(artifacts))
     inputs = WarehouseInputs(
-        items=bundle / "items.parquet",
-        users=bundle / "users.parquet",
-        recommendations=bundle / "recommendations.parquet",
-        popular=bundle / "popular.parquet",
-        candidates=bundle / "candidates.parquet",
-        quarantine=bundle / "quarantine.parquet",
+        items=bundle / layout.ITEMS,
+        users=bundle / layout.USERS,
+        recommendations=bundle / layout.RECOMMENDATIONS,
+        popular=bundle / layout.POPULAR,
+        candidates=bundle / layout.CANDIDATES,
+        quarantine=bundle / layout.QUARANTINE,
         interactions=_parquet_files(clean_interactions) or None,
         served=served or None,
         runs=runs,
@@ -370,7 +371,7 @@ def update_history(artifacts: Path) -> tuple[pa.Table, pa.Table]:
     """
     runs_rows: list[dict[str, Any]] = []
     metric_rows: list[dict[str, Any]] = []
-    for path in sorted((artifacts / RUNS_DIR).glob("*/manifest.json")):
+    for path in sorted((artifacts / RUNS_DIR).glob(f"*/{layout.MANIFEST}")):
         run, metrics = manifest_rows(load_manifest(path.parent))
         runs_rows.append(run)
         metric_rows.extend(metrics)

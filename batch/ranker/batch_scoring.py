@@ -19,8 +19,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
-from shared.features import compute_features, load_feature_arrays
-from shared.sources import RANK_COLUMNS, SCORE_COLUMNS, SOURCES
+from shared.feature_arrays import load_feature_arrays
+from shared.features import compute_features
+from shared.sources import RANK_COLUMNS, SCORE_COLUMNS, SOURCES, bit
 
 
 def source_matrices(pdf: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -126,10 +127,10 @@ def ranked_lists(candidates: DataFrame, features_dir: Path, model: bytes, partit
                  top_k: int) -> DataFrame:
     """Each user's top_k by one model's score (descending, item id ascending on ties), with
     rank and the candidate's sources: the published lists, chosen inside the scoring task
-    instead of ranking and re-joining every scored row in Spark. The sources travel as a
-    bit per source (SOURCES order) and become the list again in Spark."""
-    bits = sum(F.when(F.array_contains("sources", name), 1 << i).otherwise(0)
-               for i, name in enumerate(SOURCES))
+    instead of ranking and re-joining every scored row in Spark. The sources travel as
+    their shared.sources bits and become the list again in Spark."""
+    bits = sum(F.when(F.array_contains("sources", name), bit(name)).otherwise(0)
+               for name in SOURCES)
 
     def top(user: int, items: np.ndarray, extra: dict[str, np.ndarray],
             scores: Scores) -> dict[str, np.ndarray]:
@@ -142,8 +143,8 @@ def ranked_lists(candidates: DataFrame, features_dir: Path, model: bytes, partit
     lists = _scoring_job(candidates, features_dir, {"model": model}, partitions,
                          {"source_bits": bits}, top, _TOP_SCHEMA)
     sources = F.filter(
-        F.array(*[F.when((F.col("source_bits").bitwiseAND(1 << i)) > 0, F.lit(name))
-                  for i, name in enumerate(SOURCES)]),
+        F.array(*[F.when((F.col("source_bits").bitwiseAND(bit(name))) > 0, F.lit(name))
+                  for name in SOURCES]),
         lambda x: x.isNotNull(),
     )
     return lists.select("user_idx", "item_idx", "score", "rank", sources.alias("sources"))

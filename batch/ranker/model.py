@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from shared.bundle_layout import MODEL_FP32, MODEL_INT8
+
 INPUT_NAME = "features"
 OUTPUT_NAME = "score"
 OPSET = 17
@@ -63,7 +65,8 @@ def export_onnx(model: Ranker, n_features: int, path: Path) -> None:
     )
 
 
-FP32, INT8 = "model.fp32.onnx", "model.int8.onnx"  # the exported files
+# The exported files: the names the bundle ships them under (spec.json's "model").
+FP32, INT8 = MODEL_FP32, MODEL_INT8
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -22,6 +22,7 @@ from batch.ranker.batch_scoring import source_matrices
 from batch.spark import candidates
 from batch.stages._spark import read
 from batch.vectors import read_vectors
+from shared.feature_arrays import load_feature_arrays, save_feature_arrays
 from shared.features import (
     FEATURE_NAMES,
     ITEM_STATS,
@@ -29,8 +30,6 @@ from shared.features import (
     USER_STATS,
     FeatureArrays,
     compute_features,
-    load_feature_arrays,
-    save_feature_arrays,
 )
 
 log = logging.getLogger(__name__)

@@ -9,16 +9,8 @@ import shutil
 from batch.context import RunContext, code_version, read_json
 from batch.publish import bundle_writer, warehouse_build
 from batch.publish.release import prune_runs
-from shared.bundle import (
-    MANIFEST_FILE,
-    RUNS_DIR,
-    BundleManifest,
-    IndexInfo,
-    checksum_tree,
-    run_dir,
-    verify_bundle,
-    write_current,
-)
+from shared.bundle import RUNS_DIR, IndexInfo, run_dir, verify_bundle, write_current
+from shared.bundle_writer import BundleWriter
 from shared.errors import BundleError
 from shared.privacy import load_key
 
@@ -42,7 +34,7 @@ def run(ctx: RunContext) -> dict[str, object]:
     metrics = read_json(ctx.outputs.evaluate.metrics)
     index_info = read_json(ctx.outputs.index.info("full"))
     window = stats["data_window"]
-    manifest = BundleManifest(
+    BundleWriter(staging).finish(
         run_id=run_id,
         run_date=ctx.run_date.isoformat(),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -56,10 +48,8 @@ def run(ctx: RunContext) -> dict[str, object]:
         row_counts=row_counts,
         metrics=metrics,
         index=IndexInfo(**index_info),
-        files=checksum_tree(staging),
         extra={"config": ctx.config.model_dump(), "gate": gate},
     )
-    (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
     verify_bundle(staging)
     final = run_dir(ctx.artifacts, run_id)
     if final.exists():  # an unchanged rerun of the same date: replace it in one rename

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.bundle import MANIFEST_FILE, current_bundle, load_manifest, run_dir, write_current
+from shared.bundle import current_bundle, load_manifest, run_dir, write_current
+from shared.bundle_layout import MANIFEST
 from tests.online.bundle_factory import build_bundle
 
 
@@ -48,7 +49,7 @@ def publish_clone(artifacts: Path, run_id: str, publish: bool = True) -> Path:
     target = run_dir(artifacts, run_id)
     shutil.copytree(source, target)
     manifest = load_manifest(target).model_copy(update={"run_id": run_id})
-    (target / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
+    (target / MANIFEST).write_text(manifest.model_dump_json(indent=2))
     if publish:
         write_current(artifacts, run_id)
     return target

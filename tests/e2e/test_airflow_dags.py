@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from batch.stages import STAGE_NAMES
+from shared import bundle_layout as layout
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +111,7 @@ class Env:
 
     def manifest(self, run_id: str | None = None) -> dict:
         run_id = run_id or self.current()
-        return json.loads((self.art / "runs" / run_id / "manifest.json").read_text())
+        return json.loads((self.art / "runs" / run_id / layout.MANIFEST).read_text())
 
 
 def _sorted_rows(path: Path) -> list[tuple] | None:
@@ -208,7 +209,7 @@ def test_nightly_run_succeeds_and_publishes(env: Env, first_run: dict) -> None:
     assert (env.art / "CURRENT").exists()
     manifest = env.manifest()
     assert manifest["run_date"] == RUN_DATE  # ds of the logical date, not today
-    assert {"recommendations.parquet", "candidates.parquet"} <= set(manifest["files"])
+    assert {layout.RECOMMENDATIONS, layout.CANDIDATES} <= set(manifest["files"])
     for stage in [*STAGES, "gate"]:
         assert (env.art / "work" / RUN_DATE / stage).is_dir(), stage
     log = first_run["log"]
@@ -226,7 +227,7 @@ def test_rerun_of_the_same_date_publishes_identical_outputs(env: Env, first_run:
     before = env.manifest(first_run["current"])
     before_tables = {
         name: _sorted_rows(env.art / "runs" / first_run["current"] / name)
-        for name in ("recommendations.parquet", "candidates.parquet")
+        for name in (layout.RECOMMENDATIONS, layout.CANDIDATES)
     }
     candidates_dir = env.art / "work" / RUN_DATE / "candidates"
     shutil.rmtree(candidates_dir)  # prove the rerun really recomputes them
@@ -243,7 +244,7 @@ def test_rerun_of_the_same_date_publishes_identical_outputs(env: Env, first_run:
     assert after["run_date"] == before["run_date"] == RUN_DATE
     differing = {
         name: _content_note(before_tables.get(name), env.art / "runs" / env.current() / name)
-        for name in ("recommendations.parquet", "candidates.parquet")
+        for name in (layout.RECOMMENDATIONS, layout.CANDIDATES)
         if after["files"][name] != before["files"][name]
     }
     assert not differing, f"re-run of {RUN_DATE} changed published files: {differing}"
@@ -329,4 +330,4 @@ def test_housekeeping_prunes_and_vacuums(env: Env, first_run: dict) -> None:
     expected_vacuum = "success" if (env.art / "warehouse.duckdb").exists() else "skipped"
     assert states["vacuum_warehouse"] == expected_vacuum
     assert env.current() == current
-    assert (env.art / "runs" / current / "manifest.json").exists()  # CURRENT is never pruned
+    assert (env.art / "runs" / current / layout.MANIFEST).exists()  # CURRENT is never pruned

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
+from shared import bundle_layout as layout
 from shared.bundle import current_bundle, run_dir, write_current
 from shared.request_log import log_dir, part_files
 from tests.e2e.conftest import publish_clone
@@ -100,8 +101,8 @@ def server(service_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def ids(service_artifacts: Path) -> dict[str, str]:
     bundle = current_bundle(service_artifacts)
-    recs = pq.read_table(bundle / "recommendations.parquet", columns=["user_id"])
-    items = pq.read_table(bundle / "items.parquet", columns=["item_id"])
+    recs = pq.read_table(bundle / layout.RECOMMENDATIONS, columns=["user_id"])
+    items = pq.read_table(bundle / layout.ITEMS, columns=["item_id"])
     return {
         "user": str(recs.column("user_id")[0].as_py()),
         "item": str(items.column("item_id")[0].as_py()),
@@ -287,7 +288,7 @@ def test_missing_model_file_serves_without_the_ranker(
     target = run_dir(artifacts, source.name)
     shutil.copytree(source, target)
     write_current(artifacts, source.name)
-    models = list((target / "ranker").glob("model.*.onnx"))
+    models = [path for m in layout.RANKER_MODELS if (path := target / layout.ranker_file(m)).exists()]
     assert models, "the e2e bundle should carry an ONNX ranker"
     for model in models:
         model.unlink()

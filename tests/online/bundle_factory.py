@@ -1,4 +1,5 @@
-"""Build a small, valid bundle directory with known structure for service tests.
+"""Build a small, valid bundle directory with known structure for service tests, through
+the same writer publish uses (shared.bundle_writer.BundleWriter).
 
 Structure the tests rely on:
   item i: item_id "m<i>", genre "Drama" unless i % 4 == 0 (so one genre dominates),
@@ -9,26 +10,16 @@ Structure the tests rely on:
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from shared.bundle import (
-    GLOBAL_SEGMENT,
-    MANIFEST_FILE,
-    BundleManifest,
-    IndexInfo,
-    checksum_tree,
-    run_dir,
-    write_current,
-)
-from shared.candidate_arrays import write_candidate_arrays
-from shared.recommendation_arrays import write_recommendation_arrays
+from shared import bundle_layout as layout
+from shared.bundle import GLOBAL_SEGMENT, IndexInfo, run_dir, write_current
+from shared.bundle_writer import BundleWriter, CandidateChunks
 
 SEEN_PER_USER = 5
 LIST_LENGTH = 30
@@ -57,13 +48,13 @@ def build_bundle(
     rng = np.random.default_rng(seed)
     out = run_dir(artifacts, run_id)
     out.mkdir(parents=True, exist_ok=False)
+    writer = BundleWriter(out)
     item_f = rng.normal(size=(n_items, dim)).astype(np.float32)
     user_f = rng.normal(size=(n_users, dim)).astype(np.float32)
-    np.save(out / "item_factors.npy", item_f)
-    np.save(out / "user_factors.npy", user_f)
+    writer.factors(item_f, user_f)
     index = faiss.IndexFlatIP(dim)
     index.add(item_f)
-    faiss.write_index(index, str(out / "index.faiss"))
+    writer.index(faiss.serialize_index(index).tobytes())
 
     items = pa.table(
         {
@@ -74,7 +65,7 @@ def build_bundle(
             "available_regions": pa.array([item_regions(i) for i in range(n_items)], pa.string()),
         }
     )
-    pq.write_table(items, out / "items.parquet")
+    writer.items(items)
     users = pa.table(
         {
             "user_idx": pa.array(range(n_users), pa.int32()),
@@ -82,12 +73,10 @@ def build_bundle(
             "region": ["eu" if u % 2 == 0 else "us" for u in range(n_users)],
         }
     )
-    pq.write_table(users, out / "users.parquet")
+    writer.users(users)
 
     seen = [np.sort(rng.choice(n_items, SEEN_PER_USER, replace=False)) for _ in range(n_users)]
-    indptr = np.arange(n_users + 1, dtype=np.int64) * SEEN_PER_USER
-    np.save(out / "seen_indptr.npy", indptr)
-    np.save(out / "seen_indices.npy", np.concatenate(seen).astype(np.int32))
+    writer.seen(np.repeat(np.arange(n_users), SEEN_PER_USER), np.concatenate(seen), n_users)
 
     rec_rows: dict[str, list[object]] = {
         k: [] for k in ("user_idx", "user_id", "rank", "item_idx", "item_id", "score", "sources")
@@ -124,9 +113,7 @@ def build_bundle(
             ("sources", pa.list_(pa.string())),
         ]
     )
-    recommendations = pa.table(rec_rows, schema=rec_schema)
-    pq.write_table(recommendations, out / "recommendations.parquet")
-    write_recommendation_arrays(recommendations, out, n_users)
+    writer.recommendations(pa.table(rec_rows, schema=rec_schema), n_users)
     cand_schema = pa.schema(
         [
             ("user_idx", pa.int32()),
@@ -139,9 +126,7 @@ def build_bundle(
             ],
         ]
     )
-    candidates = pa.table(cand_rows, schema=cand_schema)
-    pq.write_table(candidates, out / "candidates.parquet")
-    write_candidate_arrays(candidates, out, n_users)
+    writer.candidates(CandidateChunks.from_table(pa.table(cand_rows, schema=cand_schema)), n_users)
 
     popularity = np.arange(n_items, 0, -1, dtype=np.float32)  # item 0 most popular
     pop_rows: dict[str, list[object]] = {
@@ -156,14 +141,14 @@ def build_bundle(
                 pop_rows, (segment, rank, i, f"m{i}", float(popularity[i])), strict=True
             ):
                 pop_rows[key].append(value)
-    pq.write_table(pa.table(pop_rows), out / "popular.parquet")
-    pq.write_table(pa.table({"reason": pa.array([], pa.string())}), out / "quarantine.parquet")
+    writer.popular(pa.table(pop_rows))
+    writer.quarantine(pa.table({"reason": pa.array([], pa.string())}))
     metrics = {"ndcg@10": 0.1}
-    (out / "metrics.json").write_text(json.dumps(metrics))
+    writer.metrics(metrics)
 
     if with_ranker:
-        write_ranker(out, seen, n_users, n_items, rng)
-    manifest = BundleManifest(
+        write_ranker(writer, seen, n_users, n_items, rng)
+    writer.finish(
         run_id=run_id,
         run_date="2026-01-01",
         created_at=datetime.now(UTC).isoformat(),
@@ -180,16 +165,15 @@ def build_bundle(
             recall_at_100=1.0,
             build_seconds=0.0,
         ),
-        files=checksum_tree(out),
     )
-    (out / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2))
     if publish:
         write_current(artifacts, run_id)
     return out
 
 
 def write_ranker(
-    out: Path, seen: list[np.ndarray], n_users: int, n_items: int, rng: np.random.Generator
+    writer: BundleWriter, seen: list[np.ndarray], n_users: int, n_items: int,
+    rng: np.random.Generator,
 ) -> None:
     """features/ arrays and ranker/ (spec + a linear ONNX model: score = 2 * als_dot).
 
@@ -197,10 +181,9 @@ def write_ranker(
     """
     from dataclasses import fields
 
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from shared.features import FEATURE_NAMES, N_FEATURES, FeatureArrays, save_feature_arrays
+    from shared.features import FEATURE_NAMES, N_FEATURES, FeatureArrays
 
     per_item = 5
     day, start = 86_400.0, 1_700_000_000.0
@@ -226,7 +209,7 @@ def write_ranker(
         item_factors=np.zeros((0, 1), np.float32),  # the bundle root has the factors
         user_factors=np.zeros((0, 1), np.float32),
     )
-    save_feature_arrays(arrays, out / "features", with_factors=False)
+    writer.feature_arrays(arrays)
     weights = np.zeros((N_FEATURES, 1), np.float32)
     weights[FEATURE_NAMES.index("als_dot")] = 2.0
     graph = helper.make_graph(
@@ -238,14 +221,12 @@ def write_ranker(
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    (out / "ranker").mkdir()
-    onnx.save(model, str(out / "ranker" / "model.int8.onnx"))
-    spec = {"model": "model.int8.onnx", "input": "features", "output": "score",
+    spec = {"model": layout.MODEL_INT8, "input": "features", "output": "score",
             "features": list(FEATURE_NAMES)}  # fmt: skip
-    (out / "ranker" / "spec.json").write_text(json.dumps(spec))
+    writer.ranker(spec, {layout.MODEL_INT8: model.SerializeToString()})
 
 
-def corrupt(bundle: Path, name: str = "item_factors.npy") -> None:
+def corrupt(bundle: Path, name: str = layout.ITEM_FACTORS) -> None:
     """Change a file after its checksum was recorded (as a partial copy would)."""
     path = bundle / name
     data = bytearray(path.read_bytes())

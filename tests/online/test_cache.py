@@ -30,7 +30,7 @@ def test_disabled_cache_always_computes() -> None:
 
 def test_repeat_requests_hit_and_metrics_show_the_ratio(client: FlaskClient) -> None:
     caches = client.application.extensions["recsys"].store.current.caches
-    scored, ann = caches["scored"], caches["ann_user"]
+    scored, ann = caches.scored, caches.ann_user
     before = (scored.hits, scored.misses, ann.hits, ann.misses)
     answers = [recommend(client, user_id="u5", k=5) for _ in range(4)]
     after = (scored.hits, scored.misses, ann.hits, ann.misses)
@@ -45,7 +45,7 @@ def test_repeat_requests_hit_and_metrics_show_the_ratio(client: FlaskClient) -> 
 
 
 def test_scored_cache_keys_on_context_and_rules_still_apply(client: FlaskClient) -> None:
-    scored = client.application.extensions["recsys"].store.current.caches["scored"]
+    scored = client.application.extensions["recsys"].store.current.caches.scored
     first = recommend(client, user_id="u6", k=5)
     misses = scored.misses
     recommend(client, user_id="u6", k=5, context={"recent_item_ids": ["m3"]})

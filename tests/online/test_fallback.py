@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flask import Flask
 
 from online.fallback import Budget, StageCosts
@@ -53,15 +54,12 @@ def test_cold_user_over_budget_gets_popular(artifacts: Path) -> None:
     assert data["fallback_reason"] == "budget_exceeded:candidates;unknown_user"
 
 
-class _BrokenScorer:
-    name = "onnx-int8"
-
-    def score(self, inputs: ScoreInput) -> np.ndarray:
-        raise ModelError("corrupt weights")
+def _broken(inputs: ScoreInput) -> np.ndarray:
+    raise ModelError("corrupt weights")
 
 
-def test_model_error_falls_back_to_precomputed(app: Flask) -> None:
-    app.extensions["recsys"].store.current.scorer = _BrokenScorer()
+def test_model_error_falls_back_to_precomputed(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app.extensions["recsys"].store.current.scorer, "score", _broken)
     client = app.test_client()
     data = recommend(client, user_id="u2", k=5)
     assert data["served_by"] == "precomputed"

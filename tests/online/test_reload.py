@@ -9,7 +9,8 @@ from pathlib import Path
 from flask import Flask
 from flask.testing import FlaskClient
 
-from shared.bundle import write_current
+from shared import bundle_layout as layout
+from shared.bundle import checksum_tree, load_manifest, write_current
 from tests.online.bundle_factory import build_bundle, corrupt
 from tests.online.conftest import ADMIN_TOKEN, make_app, recommend
 
@@ -61,7 +62,7 @@ def test_corrupt_bundle_is_refused_old_keeps_serving(client: FlaskClient, artifa
 
 
 def test_missing_file_is_refused(client: FlaskClient, artifacts: Path) -> None:
-    (build_bundle(artifacts, "run-b") / "index.faiss").unlink()
+    (build_bundle(artifacts, "run-b") / layout.INDEX).unlink()
     _refused(client)
 
 
@@ -73,21 +74,19 @@ def test_missing_run_directory_is_refused(client: FlaskClient, artifacts: Path) 
 def test_inconsistent_shapes_are_refused(client: FlaskClient, artifacts: Path) -> None:
     # A bundle with another factor dimension but the old index: checksums pass, shapes do not.
     run_b = build_bundle(artifacts, "run-b", dim=8, publish=False)
-    shutil.copy(artifacts / "runs" / "run-a" / "index.faiss", run_b / "index.faiss")
-    from shared.bundle import MANIFEST_FILE, checksum_tree, load_manifest
-
+    shutil.copy(artifacts / "runs" / "run-a" / layout.INDEX, run_b / layout.INDEX)
     manifest = load_manifest(run_b).model_copy(update={"files": checksum_tree(run_b)})
-    (run_b / MANIFEST_FILE).write_text(manifest.model_dump_json())
+    (run_b / layout.MANIFEST).write_text(manifest.model_dump_json())
     write_current(artifacts, "run-b")
     _refused(client)
 
 
 def test_refused_bundle_can_be_fixed_and_retried(client: FlaskClient, artifacts: Path) -> None:
     run_b = build_bundle(artifacts, "run-b", seed=1)
-    saved = (run_b / "item_factors.npy").read_bytes()
+    saved = (run_b / layout.ITEM_FACTORS).read_bytes()
     corrupt(run_b)
     _refused(client)
-    (run_b / "item_factors.npy").write_bytes(saved)
+    (run_b / layout.ITEM_FACTORS).write_bytes(saved)
     assert client.post("/admin/reload", headers=HEADERS).get_json()["status"] == "loaded"
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from online.ranker_features import RankerFeatures
 from online.scoring import AlsDotScorer, ModelError, OnnxScorer, ScoreInput, load_scorer
+from shared import bundle_layout as layout
+from shared.bundle_reader import read_bundle
 from tests.online.bundle_factory import build_bundle
 from tests.online.conftest import make_app, recommend
 
@@ -24,7 +27,7 @@ def ranked(tmp_path: Path) -> Path:
 def _inputs(bundle, user_idx: int | None, items: np.ndarray) -> ScoreInput:  # type: ignore[no-untyped-def]
     vector = np.asarray(bundle.user_factors[user_idx or 0], np.float32)
     return ScoreInput(
-        bundle, user_idx, vector, np.empty(0, np.int32), None, None, items,
+        user_idx, vector, np.empty(0, np.int32), None, None, items,
         np.zeros(len(items), np.uint32),
     )  # fmt: skip
 
@@ -47,20 +50,12 @@ def test_onnx_scores_match_the_model_on_shared_features(ranked: Path) -> None:
     assert isinstance(bundle.scorer, OnnxScorer)
     inputs = _inputs(bundle, 3, np.arange(20, dtype=np.int32))
     # The factory's model is score = 2 * als_dot.
-    assert np.allclose(bundle.scorer.score(inputs), 2 * AlsDotScorer().score(inputs), atol=1e-3)
-
-
-def test_batch_source_columns_reach_the_features(ranked: Path) -> None:
-    from online.ranker_features import RankerFeatures
-
-    features = RankerFeatures(ranked / "runs" / "run-r")
-    lo, hi = features.candidates.indptr[0], features.candidates.indptr[1]
-    stored = np.asarray(features.candidates.items[lo:hi])
-    unknown = np.setdiff1d(np.arange(200), stored)[:1]
-    scores, ranks = features.source_matrices(0, np.concatenate([stored[:2], unknown]))
-    assert scores is not None and ranks is not None
-    assert np.isfinite(scores[:2, 0]).all() and np.isnan(scores[2]).all()
-    assert features.source_matrices(None, stored) == (None, None)
+    als = AlsDotScorer(bundle.item_factors).score(inputs)
+    assert np.allclose(bundle.scorer.score(inputs), 2 * als, atol=1e-3)
+    # One load: the features read the very factors the bundle (and the ALS scorer) hold.
+    assert isinstance(bundle.scorer.features, RankerFeatures)
+    assert bundle.scorer.features.arrays.item_factors is bundle.item_factors
+    assert bundle.features is bundle.scorer.features.arrays
 
 
 def test_feature_failure_is_a_model_error(ranked: Path) -> None:
@@ -71,16 +66,16 @@ def test_feature_failure_is_a_model_error(ranked: Path) -> None:
     def wrong_width(inputs: ScoreInput, names: list[str]) -> np.ndarray:
         return np.zeros((len(inputs.candidates), 5), np.float32)
 
-    scorer, _ = load_scorer(bundle.path, features=wrong_width)
+    scorer, _ = load_scorer(bundle, features=wrong_width)
     with pytest.raises(ModelError):
         scorer.score(_inputs(bundle, 0, np.arange(3, dtype=np.int32)))
 
 
 def test_spec_with_other_features_degrades_to_als(ranked: Path) -> None:
     run = ranked / "runs" / "run-r"
-    spec = json.loads((run / "ranker" / "spec.json").read_text())
+    spec = json.loads((run / layout.RANKER_SPEC).read_text())
     spec["features"] = spec["features"][::-1]
-    (run / "ranker" / "spec.json").write_text(json.dumps(spec))
+    (run / layout.RANKER_SPEC).write_text(json.dumps(spec))
     app = make_app(ranked, verify_checksums=False)
     client = app.test_client()
     ready = client.get("/readyz")
@@ -88,13 +83,25 @@ def test_spec_with_other_features_degrades_to_als(ranked: Path) -> None:
     assert b'recsys_errors_total{kind="ranker_unusable"}' in client.get("/metrics").data
 
 
-def test_unusable_ranker_degrades_to_als(tmp_path: Path) -> None:
-    (tmp_path / "ranker").mkdir()
-    (tmp_path / "ranker" / "spec.json").write_text('{"model": "missing.onnx", "features": []}')
-    scorer, why = load_scorer(tmp_path)
-    assert scorer.name == "als-dot" and why and "ranker_unusable" in why
+def test_unusable_ranker_degrades_to_als(ranked: Path) -> None:
+    run = ranked / "runs" / "run-r"
+    spec = json.loads((run / layout.RANKER_SPEC).read_text())
+    (run / layout.RANKER_SPEC).write_text(json.dumps(spec | {"model": "missing.onnx"}))
+    scorer, why = load_scorer(read_bundle(run, verify_checksums=False))
+    assert scorer.name == "als-dot" and why and why.startswith("ranker_unusable")
+
+
+def test_missing_feature_array_degrades_to_als(ranked: Path) -> None:
+    run = ranked / "runs" / "run-r"
+    (run / layout.FEATURE_FILES[0]).unlink()
+    data = read_bundle(run, verify_checksums=False)  # optional files: the bundle stays valid
+    assert data.features is None and data.ranker is None and data.ranker_problem
+    scorer, why = load_scorer(data)
+    assert scorer.name == "als-dot" and why and why.startswith("ranker_unusable")
 
 
 def test_no_ranker_means_als(tmp_path: Path) -> None:
-    scorer, why = load_scorer(tmp_path)
+    data = read_bundle(build_bundle(tmp_path, "run-a"))
+    assert data.features is None and data.ranker is None and data.ranker_problem is None
+    scorer, why = load_scorer(data)
     assert scorer.name == "als-dot" and why is None

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared import bundle_layout as layout
+from shared.bundle_writer import BundleWriter
+from shared.feature_arrays import load_feature_arrays, save_feature_arrays
 from shared.features import (
     DEFAULTS,
     FEATURE_NAMES,
@@ -18,8 +21,6 @@ from shared.features import (
     USER_STATS,
     FeatureArrays,
     compute_features,
-    load_feature_arrays,
-    save_feature_arrays,
 )
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -99,11 +100,12 @@ def test_unknown_user_and_item_take_the_defaults() -> None:
 def test_batch_and_bundle_layouts_give_identical_vectors(tmp_path: Path) -> None:
     arrays = tiny_arrays()
     save_feature_arrays(arrays, tmp_path / "work")  # batch: factors beside the arrays
-    save_feature_arrays(arrays, tmp_path / "bundle" / "features", with_factors=False)
-    np.save(tmp_path / "bundle" / "item_factors.npy", arrays.item_factors)
-    np.save(tmp_path / "bundle" / "user_factors.npy", arrays.user_factors)
+    writer = BundleWriter(tmp_path / "bundle")  # bundle: features/ and the factors at the root
+    writer.feature_arrays(tmp_path / "work")
+    writer.factors(arrays.item_factors, arrays.user_factors)
     batch = load_feature_arrays(tmp_path / "work")
-    online = load_feature_arrays(tmp_path / "bundle" / "features", factors_dir=tmp_path / "bundle")
+    item_f, user_f = (np.load(tmp_path / "bundle" / f) for f in (layout.ITEM_FACTORS, layout.USER_FACTORS))
+    online = load_feature_arrays(tmp_path / "bundle" / layout.FEATURES_DIR, factors=(item_f, user_f))
     items = np.arange(6)
     ranks = np.tile([1.0, np.nan, 3.0], (6, 1))
     for user in (0, 1, None):

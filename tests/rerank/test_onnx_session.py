@@ -53,7 +53,7 @@ def _described(session: ort.InferenceSession) -> dict[str, object]:
 
 def test_batch_and_online_sessions_have_the_same_options(model: Path) -> None:
     batch = OnnxRanker(model).session
-    online = OnnxScorer(model, {"model": "model.int8.onnx", "features": []}, lambda i, n: i)._session
+    online = OnnxScorer(model, {"model": "model.int8.onnx", "features": []}, lambda i, n: i).session
     from_bytes = OnnxRanker(model.read_bytes()).session  # as the Spark scoring tasks load it
     want = {"intra": 1, "inter": 1, "mode": ort.ExecutionMode.ORT_SEQUENTIAL,
             "session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0",

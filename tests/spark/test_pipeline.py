@@ -15,12 +15,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.publish.release import rollback
+from shared import bundle_layout as layout
 from shared.bundle import current_bundle, load_manifest, read_current, verify_bundle
-from shared.candidate_arrays import FILES as CANDIDATE_ARRAY_FILES
 from shared.candidate_arrays import RANK_COLUMNS, SCORE_COLUMNS, CandidateArrays
 from shared.errors import QualityGateFailed
-from shared.recommendation_arrays import FILES as RECOMMENDATION_ARRAY_FILES
 from shared.recommendation_arrays import RecommendationArrays
+from shared.sources import names_of
 from shared.warehouse import connect_read_only
 from tests.conftest import run_pipeline, tiny_config
 
@@ -31,14 +31,14 @@ def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -
     bundle = current_bundle(pipeline_artifacts)
     manifest = verify_bundle(bundle)
     assert manifest.run_id.startswith("2025-12-31-")
-    recs = pq.read_table(bundle / "recommendations.parquet").to_pandas()
+    recs = pq.read_table(bundle / layout.RECOMMENDATIONS).to_pandas()
     per_user = recs.groupby("user_id")["rank"].agg(["min", "max", "count"])
     assert (per_user["min"] == 1).all() and (per_user["max"] == per_user["count"]).all()
     assert per_user["count"].max() == 100
     assert recs["sources"].map(len).min() >= 1
     # Nothing a user has seen is recommended to them.
-    indptr = np.load(bundle / "seen_indptr.npy")
-    indices = np.load(bundle / "seen_indices.npy")
+    indptr = np.load(bundle / layout.SEEN_INDPTR)
+    indices = np.load(bundle / layout.SEEN_INDICES)
     for user_idx, group in recs.groupby("user_idx"):
         seen = set(indices[indptr[user_idx] : indptr[user_idx + 1]].tolist())
         assert not seen & set(group["item_idx"].tolist())
@@ -53,9 +53,9 @@ def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -
 def test_candidate_arrays_hold_the_published_candidate_table(pipeline_artifacts: Path) -> None:
     bundle = current_bundle(pipeline_artifacts)
     arrays = CandidateArrays.load(bundle)
-    table = pq.read_table(bundle / "candidates.parquet").to_pandas()
+    table = pq.read_table(bundle / layout.CANDIDATES).to_pandas()
     table = table.sort_values(["user_idx", "item_idx"], kind="stable")
-    n_users = len(pq.read_table(bundle / "users.parquet"))
+    n_users = len(pq.read_table(bundle / layout.USERS))
     assert arrays.n_users == n_users and int(arrays.indptr[-1]) == len(table) > 0
     counts = np.bincount(table["user_idx"].to_numpy(), minlength=n_users)
     assert np.array_equal(np.diff(arrays.indptr), counts)
@@ -67,17 +67,16 @@ def test_candidate_arrays_hold_the_published_candidate_table(pipeline_artifacts:
 
 def test_recommendation_arrays_hold_the_published_lists(pipeline_artifacts: Path) -> None:
     bundle = current_bundle(pipeline_artifacts)
-    n_users = len(pq.read_table(bundle / "users.parquet"))
+    n_users = len(pq.read_table(bundle / layout.USERS))
     lists = RecommendationArrays.load(bundle, n_users)
-    recs = pq.read_table(bundle / "recommendations.parquet").to_pandas()
+    recs = pq.read_table(bundle / layout.RECOMMENDATIONS).to_pandas()
     assert int(lists.indptr[-1]) == len(recs) > 0
     for user_idx, group in recs.groupby("user_idx"):
         lo, hi = lists.indptr[user_idx], lists.indptr[user_idx + 1]
         group = group.sort_values("rank")
         assert lists.items[lo:hi].tolist() == group["item_idx"].tolist()
         assert np.allclose(lists.scores[lo:hi], group["score"].to_numpy())
-        decoded = [sorted(n for b, n in enumerate(lists.source_names) if int(mask) >> b & 1)
-                   for mask in lists.sources[lo:hi]]
+        decoded = [sorted(names_of(int(mask))) for mask in lists.sources[lo:hi]]
         assert decoded == [sorted(s) for s in group["sources"]]
 
 
@@ -90,8 +89,9 @@ def test_unchanged_rerun_gives_identical_outputs(spark, tiny_data: Path, pipelin
     run_pipeline(spark, tiny_data, artifacts)
     after = load_manifest(current_bundle(artifacts))
     assert after.run_id == before.run_id
-    for name in ("recommendations.parquet", "candidates.parquet", "popular.parquet",
-                 *CANDIDATE_ARRAY_FILES, *RECOMMENDATION_ARRAY_FILES, "item_factors.npy", "user_factors.npy", "seen_indices.npy", "items.parquet"):
+    for name in (layout.RECOMMENDATIONS, layout.CANDIDATES, layout.POPULAR,
+                 *layout.CANDIDATE_FILES, *layout.REC_FILES, layout.ITEM_FACTORS,
+                 layout.USER_FACTORS, layout.SEEN_INDICES, layout.ITEMS):
         assert after.files[name] == before.files[name], name
     assert after.metrics == before.metrics
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from shared import bundle_layout as layout
 from shared.bundle import (
-    REQUIRED_FILES,
     BundleManifest,
     IndexInfo,
     checksum_tree,
@@ -21,7 +21,7 @@ from shared.errors import BundleError
 def _bundle(tmp_path: Path) -> Path:
     run = tmp_path / "runs" / "r1"
     run.mkdir(parents=True)
-    for name in REQUIRED_FILES:
+    for name in layout.REQUIRED_FILES:
         (run / name).write_bytes(name.encode())
     manifest = BundleManifest(
         run_id="r1", run_date="2026-01-01", created_at="now", code_version="t",
@@ -30,7 +30,7 @@ def _bundle(tmp_path: Path) -> Path:
                         build_seconds=0.0),
         files=checksum_tree(run),
     )  # fmt: skip
-    (run / "manifest.json").write_text(manifest.model_dump_json())
+    (run / layout.MANIFEST).write_text(manifest.model_dump_json())
     return run
 
 
@@ -45,16 +45,16 @@ def test_current_pointer_is_replaced_atomically(tmp_path: Path) -> None:
 def test_verify_accepts_intact_and_refuses_tampered(tmp_path: Path) -> None:
     run = _bundle(tmp_path)
     assert verify_bundle(run).run_id == "r1"
-    (run / "index.faiss").write_bytes(b"corrupt")
-    with pytest.raises(BundleError, match="checksum mismatch for index.faiss"):
+    (run / layout.INDEX).write_bytes(b"corrupt")
+    with pytest.raises(BundleError, match=f"checksum mismatch for {layout.INDEX}"):
         verify_bundle(run)
 
 
 def test_verify_refuses_missing_file_and_manifest(tmp_path: Path) -> None:
     run = _bundle(tmp_path)
-    (run / "items.parquet").unlink()
+    (run / layout.ITEMS).unlink()
     with pytest.raises(BundleError, match="missing"):
         verify_bundle(run)
-    (run / "manifest.json").unlink()
-    with pytest.raises(BundleError, match="no manifest.json"):
+    (run / layout.MANIFEST).unlink()
+    with pytest.raises(BundleError, match=f"no {layout.MANIFEST}"):
         verify_bundle(run)

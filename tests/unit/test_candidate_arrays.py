@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.bundle_layout import CANDIDATE_FILES
 from shared.candidate_arrays import (
-    FILES,
     CandidateArrays,
     CandidateArrayWriter,
     rows_per_user,
@@ -143,9 +143,9 @@ def test_an_empty_table_gives_empty_arrays(tmp_path: Path) -> None:
 
 def test_load_refuses_missing_or_inconsistent_arrays(tmp_path: Path) -> None:
     write_candidate_arrays(_table([(0, 1, 0.5, 1), (1, 2, 0.5, 1)]), tmp_path, n_users=2)
-    np.save(tmp_path / FILES[0], np.array([0, 1, 5], dtype=np.int64))  # indptr past the rows
+    np.save(tmp_path / CANDIDATE_FILES[0], np.array([0, 1, 5], dtype=np.int64))  # indptr past the rows
     with pytest.raises(BundleError, match="disagree"):
         CandidateArrays.load(tmp_path)
-    (tmp_path / FILES[1]).unlink()
+    (tmp_path / CANDIDATE_FILES[1]).unlink()
     with pytest.raises(BundleError, match="unreadable"):
         CandidateArrays.load(tmp_path)

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 # The DAG's order is the registry's: batch/stages/__init__.py is import-light (no pyspark).
 from batch.stages import STAGE_NAMES, STAGES  # noqa: E402
+from shared.bundle_layout import MANIFEST  # noqa: E402
 
 NIGHTLY_CHAIN = ["wait_for_input", *STAGE_NAMES, "notify_service"]
 SPARK_TASKS = [s.name for s in STAGES if s.spark_submitted]
@@ -247,7 +248,7 @@ def _fake_published_bundle(art: Path, run_id: str, run_date: str) -> None:
         },
         "files": {},
     }
-    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / MANIFEST).write_text(json.dumps(manifest))
     (art / "CURRENT").write_text(run_id + "\n")
 
 

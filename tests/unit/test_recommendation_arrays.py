@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from shared.bundle_layout import REC_INDPTR, REC_SOURCE_NAMES
 from shared.errors import BundleError
 from shared.recommendation_arrays import (
-    INDPTR_FILE,
-    SOURCE_NAMES_FILE,
     RecommendationArrays,
     source_bitmasks,
     write_recommendation_arrays,
 )
+from shared.sources import SOURCES
 
 
 def _lists(rows: list[tuple[int, int, int, float, list[str]]]) -> pa.Table:
@@ -42,7 +42,7 @@ def test_lists_round_trip_per_user_with_their_sources(tmp_path: Path) -> None:
     )
     write_recommendation_arrays(table, tmp_path, n_users=3)
     lists = RecommendationArrays.load(tmp_path, n_users=5)  # two users after the last list
-    assert lists.source_names == ["ann", "cooc", "popular"]
+    assert json.loads((tmp_path / REC_SOURCE_NAMES).read_text()) == list(SOURCES)
     assert lists.indptr.tolist() == [0, 2, 2, 3, 3, 3]
     assert lists.items.tolist() == [7, 3, 4]
     assert lists.scores.tolist() == pytest.approx([0.9, 0.5, 0.8])
@@ -50,12 +50,21 @@ def test_lists_round_trip_per_user_with_their_sources(tmp_path: Path) -> None:
     assert type(lists.items) is np.ndarray  # a plain view of the map: serialisable as is
 
 
-def test_bitmasks_ignore_null_tags_and_refuse_more_than_32() -> None:
-    masks, names = source_bitmasks(pa.array([["b", None], [], ["a"]], pa.list_(pa.string())))
-    assert names == ["a", "b"] and masks.tolist() == [0b10, 0, 0b01]
-    too_many = pa.array([[f"s{i}" for i in range(33)]], pa.list_(pa.string()))
-    with pytest.raises(ValueError, match="33 source tags, at most 32"):
-        source_bitmasks(too_many)
+def test_bitmasks_follow_the_one_scheme_ignore_nulls_and_refuse_unknown_tags() -> None:
+    # bit b = SOURCES[b] whichever sources the lists happen to hold (no "cooc" here).
+    masks = source_bitmasks(pa.array([["popular", None], [], ["ann"]], pa.list_(pa.string())))
+    assert masks.tolist() == [0b100, 0, 0b001]
+    with pytest.raises(ValueError, match=r"\['mystery'\] are not batch sources"):
+        source_bitmasks(pa.array([["ann", "mystery"]], pa.list_(pa.string())))
+
+
+def test_lists_of_older_bundles_load_when_their_bits_agree(tmp_path: Path) -> None:
+    write_recommendation_arrays(_lists([(0, 1, 7, 0.9, ["ann"])]), tmp_path, n_users=1)
+    (tmp_path / REC_SOURCE_NAMES).write_text(json.dumps(["ann", "cooc"]))  # sorted, present
+    assert RecommendationArrays.load(tmp_path, n_users=1).sources.tolist() == [0b001]
+    (tmp_path / REC_SOURCE_NAMES).write_text(json.dumps(["ann", "popular"]))  # popular = bit 1
+    with pytest.raises(BundleError, match="this code reads bit b"):
+        RecommendationArrays.load(tmp_path, n_users=1)
 
 
 def test_unsorted_lists_are_refused(tmp_path: Path) -> None:
@@ -66,12 +75,12 @@ def test_unsorted_lists_are_refused(tmp_path: Path) -> None:
 
 def test_load_refuses_inconsistent_or_missing_arrays(tmp_path: Path) -> None:
     write_recommendation_arrays(_lists([(0, 1, 7, 0.9, ["ann"])]), tmp_path, n_users=1)
-    np.save(tmp_path / INDPTR_FILE, np.array([0, 4], dtype=np.int64))
+    np.save(tmp_path / REC_INDPTR, np.array([0, 4], dtype=np.int64))
     with pytest.raises(BundleError, match="disagree"):
         RecommendationArrays.load(tmp_path, n_users=1)
-    (tmp_path / SOURCE_NAMES_FILE).write_text(json.dumps({"ann": 0}))
+    (tmp_path / REC_SOURCE_NAMES).write_text(json.dumps({"ann": 0}))
     with pytest.raises(BundleError, match="list of source names"):
         RecommendationArrays.load(tmp_path, n_users=1)
-    (tmp_path / SOURCE_NAMES_FILE).unlink()
+    (tmp_path / REC_SOURCE_NAMES).unlink()
     with pytest.raises(BundleError, match="unreadable"):
         RecommendationArrays.load(tmp_path, n_users=1)

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from batch.publish.warehouse_build import update_history
-from shared.bundle import MANIFEST_FILE, BundleManifest, IndexInfo, run_dir
+from shared.bundle import BundleManifest, IndexInfo, run_dir
+from shared.bundle_layout import MANIFEST
 
 
 def fake_run(art: Path, run_id: str, day: str, ndcg: float) -> None:
@@ -23,7 +24,7 @@ def fake_run(art: Path, run_id: str, day: str, ndcg: float) -> None:
                         build_seconds=0.1),
         files={},
     )  # fmt: skip
-    (out / MANIFEST_FILE).write_text(manifest.model_dump_json())
+    (out / MANIFEST).write_text(manifest.model_dump_json())
 
 
 def test_history_survives_pruning_and_is_idempotent(tmp_path: Path) -> None:
