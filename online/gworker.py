@@ -112,7 +112,10 @@ class DeadlineSocket:
 
 
 class _Closer:
-    """One thread per worker for graceful closes (half-close, then wait for the peer)."""
+    """One thread per worker for graceful closes (half-close, then wait for the peer, at
+    most 2 s each); past `backlog` waiting sockets, plain closes."""
+
+    backlog = 256
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
@@ -120,6 +123,9 @@ class _Closer:
         self._lock = threading.Lock()
 
     def close(self, sock: socket.socket) -> None:
+        if self._queue.qsize() >= self.backlog:  # a flood of them: close the rest at once
+            util.close(sock)
+            return
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="closer", daemon=True)
@@ -375,7 +381,7 @@ class RecsysWorker(ThreadWorker):
             capture = _StatusCapture()
             super().handle_error(req, capture, addr, exc)  # gunicorn's status and logging
             status = capture.status or 500
-            reason = capture.reason or _REASONS.get(status, "")
+            reason = _REASONS.get(status) or capture.reason
             error, field = describe(exc, status, self.cfg)
         _count(status)
         try:
