@@ -308,6 +308,40 @@ def test_an_oversized_body_closes_the_connection(server: str) -> None:
     assert raw.count(b"HTTP/1.1 ") == 1 and raw.startswith(b"HTTP/1.1 413")
 
 
+def test_pipelined_requests_with_bodies_are_answered_in_order(server: str) -> None:
+    """Bodies are read ahead of the application: what follows a body is the next request."""
+    def post(user: str) -> bytes:
+        body = json.dumps({"user_id": user, "k": 2}).encode()
+        return RECOMMEND + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    chunked = _chunked(json.dumps({"user_id": "u3", "k": 2}).encode(), size=7)
+    with _connect(server) as sock:
+        sock.sendall(post("u1") + RECOMMEND + b"Transfer-Encoding: chunked\r\n\r\n" + chunked
+                     + post("u2") + b"GET /v1/ping HTTP/1.1\r\nHost: t\r\nConnection: close"
+                     b"\r\n\r\n")  # fmt: skip
+        raw = _read_until_closed(sock)
+    answers = raw.split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200"] * 4
+    users = [json.loads(a.partition(b"\r\n\r\n")[2]).get("user_id") for a in answers]
+    assert users == ["u1", "u3", "u2", None]
+
+
+def test_expect_100_continue_is_answered_before_the_body(server: str) -> None:
+    body = json.dumps({"user_id": "u1", "k": 2}).encode()
+    with _connect(server, timeout=3) as sock:
+        sock.sendall(RECOMMEND + b"Expect: 100-continue\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))  # fmt: skip
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        status, _, answer = _parse(_read_until_closed(sock))
+    assert status == 200 and json.loads(answer)["user_id"] == "u1"
+    too_big = b"Content-Length: %d\r\n\r\n" % (LIMIT + 1)
+    with _connect(server, timeout=3) as sock:  # over the limit: refused, body not invited
+        sock.sendall(RECOMMEND + b"Expect: 100-continue\r\n" + too_big)
+        status, _, answer = _parse(_read_until_closed(sock))
+    assert status == 413 and json.loads(answer)["error"] == "request body too large"
+
+
 def test_clients_lingering_after_an_error_do_not_stall_the_worker(server: str) -> None:
     """Stock gthread waits (up to 2 s) on the worker's event loop for each refused client
     to close its side; six that never do stalled a worker's every request for 4 s or more."""
