@@ -192,6 +192,8 @@ def test_a_request_slower_than_the_read_deadline_gets_408(quick_server: str) -> 
         thread.join()
         stuck.close()
         trickled.close()
+    metrics = requests.get(f"{quick_server}/metrics", timeout=5).text
+    assert 'recsys_errors_total{kind="http_408"}' in metrics
 
 
 def test_slow_clients_coming_back_leave_normal_traffic_answered(quick_server: str) -> None:

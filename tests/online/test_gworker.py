@@ -5,10 +5,14 @@ tests/e2e/test_service_edge_e2e.py."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from gunicorn.http import errors as herr
@@ -116,3 +120,19 @@ def test_error_bytes_is_a_complete_json_answer() -> None:
     assert "Content-Type: application/json" in lines and "Connection: close" in lines
     assert f"Content-Length: {len(body)}" in lines
     assert json.loads(body) == {"error": "request header fields too large", "field": None}
+
+
+def test_the_master_loads_the_worker_class_without_the_app_or_metrics(tmp_path: Path) -> None:
+    """gunicorn's master imports the worker class (and the config module): neither may pull
+    in Flask, prometheus_client (its multiprocess mode is set up for the workers) or FAISS."""
+    repo = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys, online.gworker, online.gunicorn_conf; print(','.join(m for m in "
+        "('flask', 'prometheus_client', 'faiss', 'onnxruntime') if m in sys.modules))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "PROMETHEUS_"))}
+    env |= {"RECSYS_ARTIFACTS": str(tmp_path), "RECSYS_RUNTIME_DIR": str(tmp_path),
+            "PYTHONPATH": str(repo)}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=repo, capture_output=True,
+                         text=True, check=True, timeout=60)  # fmt: skip
+    assert out.stdout.strip() == ""
