@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
+import gunicorn
 from gunicorn import util
 from gunicorn.http import errors as herr
 from gunicorn.http.body import LengthReader
@@ -49,6 +50,11 @@ from pydantic import ValidationError
 from online.config import ServiceConfig
 
 log = logging.getLogger(__name__)
+
+# This extends gthread's event loop as gunicorn 27 has it (pending connections, the parser's
+# socket unreader); constraints.txt pins 27.0.1 and the e2e tests run against it.
+if tuple(gunicorn.version_info[:1]) < (27,):
+    raise ImportError(f"online.gworker needs gunicorn 27, found {gunicorn.__version__}")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
