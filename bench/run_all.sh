@@ -43,6 +43,9 @@ $PY bench/reranker_latency.py --work "$ROOT/art-mls/work/2016-12-31" \
 step "service load test (2 workers, ml-latest-small bundle)"
 $PY bench/load_test.py --artifacts "$ROOT/art-mls"
 
+step "normal traffic beside slow clients (this worker, then stock gthread)"
+$PY bench/slow_clients.py --artifacts "$ROOT/art-mls" --stock
+
 if [ -d "$ROOT/data-20m" ]; then
   step "warehouse canned queries on the 20M set"
   $PY bench/warehouse_queries.py --data "$ROOT/data-20m" --work "$ROOT/wh-20m" \

@@ -1,7 +1,10 @@
 """POST /admin/reload: load CURRENT now instead of waiting for the poll.
 
 The token is compared in constant time. Without a configured token the endpoint is closed
-(403), so a forgotten setting never leaves it open.
+(403), so a forgotten setting never leaves it open. Wrong tokens are rate limited per client
+address (`admin_failures_burst` at once, then `admin_failures_per_minute`, per worker):
+past the limit every attempt from that address is answered 429 with a Retry-After, a right
+token included, until its bucket refills.
 """
 
 from __future__ import annotations
@@ -9,23 +12,46 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, current_app, request
 
+from online import metrics
+from online.errors import TooManyAttempts
+from online.ratelimit import FailureLimiter
 from online.service import get_service
 from shared.errors import ApiError
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 TOKEN_HEADER = "X-Admin-Token"
+LIMITER = "recsys.admin_limiter"
+
+
+def limiter() -> FailureLimiter:
+    """This app's limiter (one per worker), built on first use from the config."""
+    found: FailureLimiter | None = current_app.extensions.get(LIMITER)
+    if found is None:
+        config = get_service().config
+        made = FailureLimiter(config.admin_failures_burst, config.admin_failures_per_minute)
+        found = current_app.extensions.setdefault(LIMITER, made)
+    return found
 
 
 def _check_token() -> None:
+    client = request.remote_addr or "unknown"
+    wait = limiter().retry_after(client)
+    if wait > 0:
+        metrics.ADMIN_AUTH.labels("rate_limited").inc()
+        raise TooManyAttempts("too many invalid admin tokens; retry later", TOKEN_HEADER, wait)
     expected = get_service().config.admin_token
     given = request.headers.get(TOKEN_HEADER)
     if given is None:
+        metrics.ADMIN_AUTH.labels("missing").inc()
         raise ApiError(401, f"missing {TOKEN_HEADER} header", TOKEN_HEADER)
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        limiter().failed(client)
+        metrics.ADMIN_AUTH.labels("invalid").inc()
         raise ApiError(403, "invalid admin token", TOKEN_HEADER)
+    metrics.ADMIN_AUTH.labels("accepted").inc()
 
 
 @bp.post("/reload")

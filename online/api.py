@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from flask import Blueprint, g, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from online.errors import validation_error
 from online.recommend import Answer, Query
@@ -26,11 +27,63 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 M = TypeVar("M", bound=BaseModel)
 
 
+def _require_json() -> None:
+    """415 unless the body is declared JSON (application/json, or a +json type)."""
+    mimetype = request.mimetype  # lower case, parameters such as charset stripped
+    if mimetype == "application/json" or (
+        mimetype.startswith("application/") and mimetype.endswith("+json")
+    ):
+        return
+    given = request.content_type or "none"
+    raise ApiError(415, f"Content-Type must be application/json, not {given}", "Content-Type")
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+    parts, size = [], 0
+    while size < limit:
+        part = stream.read(limit - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def read_body() -> bytes:
+    """The request body, 413 above the limit whatever its framing.
+
+    With a Content-Length, werkzeug refuses a length over the limit before reading. A
+    chunked body has none, and werkzeug's limited stream stops at the limit in silence (a
+    truncated body then failed as "not valid JSON"), so it is read up to one byte past the
+    limit here: a body of exactly the limit passes, one byte more is refused.
+    """
+    limit = request.max_content_length
+    if (
+        limit is None
+        or request.content_length is not None
+        or "wsgi.input_terminated" not in request.environ  # no length, no safe way to read
+    ):
+        return request.get_data(cache=False)
+    data = _read_at_most(request.environ["wsgi.input"], limit + 1)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _parse(model: type[M]) -> M:
+    _require_json()
     try:
-        return model.model_validate_json(request.get_data(cache=False) or b"")
+        return model.model_validate_json(read_body() or b"")
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def _single_valued_args() -> dict[str, str]:
+    """The query parameters, each at most once: `?k=3&k=999` is refused, not read as 3."""
+    for name in request.args:
+        if len(request.args.getlist(name)) > 1:
+            raise ApiError(422, "query parameter given more than once", name)
+    return request.args.to_dict()
 
 
 def _answer(user_id: str, answer: Answer, bundle: str) -> dict[str, Any]:
@@ -108,7 +161,7 @@ def rerank() -> dict[str, Any]:
 @bp.get("/items/<item_id>/similar")
 def similar(item_id: str) -> dict[str, Any]:
     try:
-        query = SimilarQuery.model_validate(request.args.to_dict())
+        query = SimilarQuery.model_validate(_single_valued_args())
     except ValidationError as exc:
         raise validation_error(exc) from None
     bundle = require_bundle()

@@ -66,6 +66,10 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         if "t0" in g:
             metrics.REQUEST_SECONDS.labels(rule).observe(time.perf_counter() - g.t0)
+        # Every answer, errors included: declared types are the only types, and nothing
+        # here (per user, per bundle, per moment) is for a cache to keep.
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     return app

@@ -38,6 +38,19 @@ class ServiceConfig(BaseModel):
         10_000, ge=0, description="users' re-ranked candidate sets kept (~3 KB each; 0 disables)"
     )
     max_content_length: int = Field(256 * 1024, ge=1024, description="request body bytes")
+    # The slow-client defence (online/gworker.py, docs/service.md): a request must arrive,
+    # headers and body, within read_timeout of its first byte (else 408), and it is read by
+    # one of read_threads threads per worker before it may take one of the `threads` that
+    # run the application.
+    read_timeout: float = Field(
+        10.0, gt=0.0, le=300.0, description="seconds for a request to arrive, then 408"
+    )
+    read_threads: int = Field(
+        32, ge=1, le=1024, description="threads per worker reading requests before the app"
+    )
+    # Wrong X-Admin-Token answers per client address (per worker): a burst, then a rate.
+    admin_failures_burst: int = Field(10, ge=1, le=10_000)
+    admin_failures_per_minute: float = Field(10.0, gt=0.0, le=60_000.0)
     log_level: str = "INFO"
     # Shared by the workers of one server: an admin reload in one tells the others.
     runtime_dir: Path | None = None

@@ -1,8 +1,14 @@
-"""Every error leaves as JSON `{"error", "field"}`; a stack trace never reaches a caller."""
+"""Every error leaves as JSON `{"error", "field"}`; a stack trace never reaches a caller.
+
+This module covers what the Flask app answers; what gunicorn refuses before the app is
+reached (414, 431, a malformed request, a request too slow to arrive: 408) gets the same
+shape from the worker class, online/gworker.py.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
@@ -12,6 +18,24 @@ from online import metrics
 from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
+
+_MESSAGES = {
+    404: "not found",
+    405: "method not allowed",
+    413: "request body too large",
+    415: "unsupported media type",
+}
+# Headers of werkzeug's HTTP errors that belong in the JSON answer too (405 names the
+# methods the route takes; RFC 9110 says it MUST).
+_KEPT_HEADERS = {"allow", "retry-after", "www-authenticate"}
+
+
+class TooManyAttempts(ApiError):
+    """429 with a Retry-After: the caller made too many failed attempts."""
+
+    def __init__(self, error: str, field: str | None, retry_after: float) -> None:
+        super().__init__(429, error, field)
+        self.retry_after = retry_after
 
 
 def error_response(status: int, error: str, field: str | None = None) -> tuple[Response, int]:
@@ -31,14 +55,20 @@ def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api(exc: ApiError) -> tuple[Response, int]:
         metrics.ERRORS.labels(f"http_{exc.status}").inc()
-        return error_response(exc.status, exc.error, exc.field)
+        response, status = error_response(exc.status, exc.error, exc.field)
+        if isinstance(exc, TooManyAttempts):
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return response, status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
         status = exc.code or 500
         metrics.ERRORS.labels(f"http_{status}").inc()
-        messages = {404: "not found", 405: "method not allowed", 413: "request body too large"}
-        return error_response(status, messages.get(status, exc.name.lower()))
+        response, _ = error_response(status, _MESSAGES.get(status, exc.name.lower()))
+        for name, value in exc.get_headers():
+            if name.lower() in _KEPT_HEADERS:
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

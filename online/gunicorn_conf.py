@@ -38,8 +38,15 @@ wsgi_app = "online.app:create_app()"
 bind = f"{_cfg.host}:{_cfg.port}"
 workers = _cfg.workers
 # gthread keeps connections alive between requests; threads=1 keeps one request per core.
-worker_class = "gthread"
+# RecsysWorker is gthread that reads each request (under a deadline) on its own pool of
+# read_threads before the request may take one of the `threads`, and answers gunicorn's
+# own refusals (414, 431, 400...) in JSON: online/gworker.py.
+worker_class = "online.gworker.RecsysWorker"
 threads = _cfg.threads
+# gunicorn's defaults, named because the JSON errors and docs/service.md quote them.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
 keepalive = 5
 timeout = 60  # a worker loads its bundle before its first heartbeat
 graceful_timeout = 20

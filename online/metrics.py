@@ -9,11 +9,12 @@ Flask dev server) the default in-process registry is used.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -52,6 +53,11 @@ SCORED = Counter("recsys_scored_total", "Re-rank calls by scorer", ["scorer"])
 CACHE_REQUESTS = Counter("recsys_cache_requests_total", "LRU cache lookups", ["cache", "result"])
 ERRORS = Counter("recsys_errors_total", "Errors answered, by kind", ["kind"])
 RELOADS = Counter("recsys_bundle_reloads_total", "Bundle load attempts", ["result"])
+ADMIN_AUTH = Counter(
+    "recsys_admin_auth_total",
+    "X-Admin-Token checks by outcome: accepted, missing, invalid, rate_limited",
+    ["outcome"],
+)
 BUNDLE_INFO = Gauge(
     "recsys_bundle_info",
     "1 for the bundle (and scorer) each live worker serves",
@@ -65,13 +71,27 @@ BUNDLE_LOAD_SECONDS = Gauge(
 )
 
 
-def set_bundle_info(run_id: str, scorer: str, previous: tuple[str, str] | None) -> None:
-    if previous is not None:
-        try:
-            BUNDLE_INFO.remove(*previous)
-        except KeyError:
-            pass
-    BUNDLE_INFO.labels(run_id, scorer).set(1)
+_bundle_info_lock = threading.Lock()
+_bundle_info_shown: set[tuple[str, str]] = set()
+
+
+def set_bundle_info(
+    run_id: str, scorer: str, previous: tuple[str, str] | None = None
+) -> None:
+    """1 for the bundle this worker serves now, 0 for every one it served before.
+
+    In multiprocess mode a series cannot be removed (prometheus_client only forgets it in
+    memory; the value stays in the worker's file, so after A -> B -> A each worker still
+    reported both run ids). So the old series are set to 0, and `render` leaves the zeros
+    out: one `recsys_bundle_info` line per live worker, for what it serves.
+    """
+    current = (run_id, scorer)
+    with _bundle_info_lock:
+        stale = _bundle_info_shown | ({previous} if previous is not None else set())
+        for labels in stale - {current}:
+            BUNDLE_INFO.labels(*labels).set(0)
+        BUNDLE_INFO.labels(*current).set(1)
+        _bundle_info_shown.add(current)
 
 
 class _Snapshot:
@@ -81,7 +101,10 @@ class _Snapshot:
         self._families = families
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._families
+        for family in self._families:
+            if family.name == "recsys_bundle_info":  # bundles no longer served: set_bundle_info
+                family.samples = [s for s in family.samples if s.value != 0]
+            yield family
         yield _hit_ratio(self._families)
 
 
@@ -120,4 +143,6 @@ bp = Blueprint("metrics", __name__)
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
-    return Response(render(), mimetype=CONTENT_TYPE_LATEST)
+    # The text format prometheus_client's own server answers by default, charset once
+    # (Flask's `mimetype=` appended a second one to CONTENT_TYPE_LATEST).
+    return Response(render(), content_type=CONTENT_TYPE_PLAIN_0_0_4)

@@ -65,7 +65,8 @@ def build_spec() -> dict[str, Any]:
                     "required": True,
                     "content": {"application/json": {"schema": _ref(req)}},
                 },
-                "responses": {"200": _json(resp, "ranked items")} | _errors(400, 413, 422, 503),
+                "responses": {"200": _json(resp, "ranked items")}
+                | _errors(400, 408, 413, 415, 422, 503),
             }
         }
         for path, (req, resp, summary) in post.items()
@@ -105,7 +106,7 @@ def build_spec() -> dict[str, Any]:
                 "200": _json(ReloadResponse, "loaded or unchanged"),
                 "409": _json(ReloadResponse, "refused; the old bundle serves"),
             }
-            | _errors(401, 403),
+            | _errors(401, 403, 429),
         }
     }
     for path, summary in [
@@ -116,7 +117,17 @@ def build_spec() -> dict[str, Any]:
         paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "recsys online service", "version": "1"},
+        "info": {
+            "title": "recsys online service",
+            "version": "1",
+            "description": (
+                "Every error is JSON {error, field}, including those answered before the "
+                "application: 400 (malformed request line, header or framing), 408 "
+                "(request not received in time), 414 (request line over 4094 bytes), 431 "
+                "(over 100 header fields or one over 8190 bytes), 501 (unknown "
+                "Transfer-Encoding). Repeated query parameters are refused (422)."
+            ),
+        },
         "paths": paths,
         "components": {"schemas": schemas},
     }

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def _integral(value: object) -> object:
+    """126.0 is the integer 126: JSON Schema's (and so OpenAPI 3.1's) `integer` is any number
+    without a fractional part, and some JSON encoders write every number as a float. A
+    fraction (126.5), a string ("126") or a boolean is still refused by StrictInt."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A count in a JSON body: an integer, or a number equal to one (see _integral).
+Count = Annotated[StrictInt, BeforeValidator(_integral)]
 ServedBy = Literal["rerank", "precomputed", "popular_segment", "popular", "caller_order", "ann"]
 
 
@@ -23,7 +36,7 @@ class Context(_Strict):
 
 class RecommendationRequest(_Strict):
     user_id: Id
-    k: StrictInt = Field(20, ge=1, le=200)
+    k: Count = Field(20, ge=1, le=200)
     context: Context = Field(default_factory=Context)
     exclude_item_ids: list[Id] = Field(default_factory=list, max_length=1000)
 
@@ -31,7 +44,7 @@ class RecommendationRequest(_Strict):
 class RerankRequest(_Strict):
     user_id: Id
     candidate_item_ids: list[Id] = Field(min_length=1, max_length=1000)
-    k: StrictInt = Field(20, ge=1, le=1000)
+    k: Count = Field(20, ge=1, le=1000)
     context: Context = Field(default_factory=Context)
 
 
