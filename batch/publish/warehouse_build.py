@@ -1,9 +1,9 @@
 """Rebuild the analysts' DuckDB warehouse at publish time (see docs/warehouse.md).
 
-Two files, each built under a temporary name and renamed into place, so readers never see a
-half-built one:
+Two files, each built in a private (0700) directory and renamed into place, so readers never
+see a half-built one and nobody else can read a file or its WAL while it is built:
 
-* `ART/warehouse.duckdb` (restricted): the raw tables with original ids in `main` (what the
+* `ART/warehouse.duckdb` (restricted, mode 0600): the raw tables with original ids in `main` (what the
   pipeline tests and on-call use), the same as views in schema `restricted`, the
   `restricted.user_keys` map (user_id -> user_key), and the pseudonymised `analyst.*` views.
 * `ART/warehouse_analyst.duckdb` (what `recsys sql` opens by default): ONLY the
