@@ -1,21 +1,34 @@
 """Runs one stage or the whole pipeline, with a progress line and timing per stage.
 
 Spark stages share one session when the whole pipeline runs in one process; a single
-stage (Airflow, spark-submit) builds its own.
+stage (Airflow, spark-submit) builds its own. Spark's checkpoint files (ALS) live in
+`ART/work/<run_date>/_checkpoints/` only while a stage runs: each stage's end, failed or
+not, removes them.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from batch import stages
 from batch.context import RunContext
 from shared.progress import StageTimings
 
 log = logging.getLogger(__name__)
+
+
+def _local_path(uri: str | None) -> Path | None:
+    """A checkpoint directory as a local path (None for hdfs:// and the like)."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    return Path(unquote(parsed.path)) if parsed.scheme in ("", "file") else None
 
 
 class PipelineRunner:
@@ -27,21 +40,42 @@ class PipelineRunner:
         self._spark: Any = spark
         self._owns_session = spark is None
         self._work: Any = None
+        self._checkpoints: Path | None = None  # this session's directory, while set
         if spark is not None:
             from batch.spark.session import SparkWorkSummary
 
-            spark.sparkContext.setCheckpointDir(str(ctx.work / "_checkpoints"))
             self._work = SparkWorkSummary(spark)
+
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.ctx.work / "_checkpoints"
 
     def _session(self) -> Any:
         if self._spark is None:
             from batch.spark.session import SparkWorkSummary, build_session
 
             self._spark = build_session(
-                self.ctx.config, self.ctx.work / "_checkpoints", f"recsys-{self.ctx.run_date}"
+                self.ctx.config, self.checkpoint_root, f"recsys-{self.ctx.run_date}"
             )
             self._work = SparkWorkSummary(self._spark)
+            self._checkpoints = _local_path(self._spark.sparkContext.getCheckpointDir())
+        if self._checkpoints is None:
+            self.checkpoint_root.mkdir(parents=True, exist_ok=True)
+            self._spark.sparkContext.setCheckpointDir(str(self.checkpoint_root))
+            self._checkpoints = _local_path(self._spark.sparkContext.getCheckpointDir())
         return self._spark
+
+    def _remove_checkpoints(self) -> None:
+        """Delete this session's checkpoint directory (Spark makes a fresh uuid directory
+        under `_checkpoints/` each time it is set) and `_checkpoints/` once empty; another
+        process's directory there is left alone."""
+        if self._checkpoints is not None:
+            shutil.rmtree(self._checkpoints, ignore_errors=True)
+            self._checkpoints = None
+        try:
+            self.checkpoint_root.rmdir()
+        except OSError:  # absent, or another run's checkpoints are in it
+            pass
 
     def _callable(self, name: str) -> Callable[[], dict[str, object]]:
         spec = stages.get(name)
@@ -53,8 +87,11 @@ class PipelineRunner:
 
     def run_stage(self, name: str, index: int | None = None) -> dict[str, object]:
         fn = self._callable(name)
-        with self.timings.stage(name, index, len(stages.STAGES) if index else None):
-            result = fn()
+        try:
+            with self.timings.stage(name, index, len(stages.STAGES) if index else None):
+                result = fn()
+        finally:
+            self._remove_checkpoints()
         if self._work is not None and stages.get(name).needs_session:
             log.info("%s: %s", name, self._work.since_last())
         return result
@@ -77,6 +114,7 @@ class PipelineRunner:
         return results
 
     def close(self) -> None:
+        self._remove_checkpoints()
         if self._spark is not None and self._owns_session:
             self._spark.stop()
             self._spark = None

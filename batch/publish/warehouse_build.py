@@ -1,9 +1,9 @@
 """Rebuild the analysts' DuckDB warehouse at publish time (see docs/warehouse.md).
 
-Two files, each built under a temporary name and renamed into place, so readers never see a
-half-built one:
+Two files, each built in a private (0700) directory and renamed into place, so readers never
+see a half-built one and nobody else can read a file or its WAL while it is built:
 
-* `ART/warehouse.duckdb` (restricted): the raw tables with original ids in `main` (what the
+* `ART/warehouse.duckdb` (restricted, mode 0600): the raw tables with original ids in `main` (what the
   pipeline tests and on-call use), the same as views in schema `restricted`, the
   `restricted.user_keys` map (user_id -> user_key), and the pseudonymised `analyst.*` views.
 * `ART/warehouse_analyst.duckdb` (what `recsys sql` opens by default): ONLY the
@@ -25,6 +25,8 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +49,7 @@ Source: TypeAlias = "pa.Table | pa.RecordBatchReader | Path | list[Path]"
 log = logging.getLogger(__name__)
 
 HISTORY_DIR = "history"
+RESTRICTED_MODE = 0o600  # warehouse.duckdb holds raw user ids: its owner (the pipeline) only
 RUNS_SCHEMA = pa.schema(
     [
         ("run_id", pa.string()),
@@ -158,9 +161,15 @@ def _parquet_files(path: Path) -> list[Path]:
 def build(inputs: WarehouseInputs, raw_target: Path, analyst_target: Path,
           key: bytes) -> dict[str, float]:  # fmt: skip
     """Write the restricted and the analyst warehouse files (tmp + rename each); return the
-    seconds each phase took (logged: the build is part of the publish stage's time)."""
-    raw_tmp = _tmp(raw_target)
-    analyst_tmp = _tmp(analyst_target)
+    seconds each phase took (logged: the build is part of the publish stage's time).
+
+    Both are built in a private directory (0700, next to the targets) so that neither a
+    half-built file nor DuckDB's write-ahead log is readable by others while it exists; the
+    restricted file is 0600 (owner only, like the pseudonymisation key) before it is
+    renamed into place. The analyst file keeps the mode the umask gives (readable)."""
+    private = Path(tempfile.mkdtemp(prefix=".warehouse-build-", dir=raw_target.parent))
+    raw_tmp = private / raw_target.name
+    analyst_tmp = private / analyst_target.name
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -194,11 +203,11 @@ def build(inputs: WarehouseInputs, raw_target: Path, analyst_target: Path,
             con.execute("DETACH raw")
         finally:
             con.close()
+        os.chmod(raw_tmp, RESTRICTED_MODE)
         os.replace(raw_tmp, raw_target)
         os.replace(analyst_tmp, analyst_target)
     finally:
-        raw_tmp.unlink(missing_ok=True)
-        analyst_tmp.unlink(missing_ok=True)
+        shutil.rmtree(private, ignore_errors=True)
     log.info("warehouse built: %s", seconds)
     return seconds
 
@@ -209,13 +218,6 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # keeps the pipeline's log readable
     return con
-
-
-def _tmp(target: Path) -> Path:
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
-    return tmp
 
 
 def _q(path: Path) -> str:

@@ -1,8 +1,12 @@
 """Stage 1: validate interactions and quarantine bad rows, each with its reason.
 
-Nothing is dropped silently: every input row ends in exactly one of `clean` or
-`quarantine`. The run fails (after writing the quarantine) when the bad share exceeds the
-configured threshold.
+Nothing is dropped silently: every input line (CSV) or row (Parquet) ends in exactly one of
+`clean` or `quarantine`, the quarantine row numbered as the line in the file (see
+`batch.spark.inputs`). A line the reader could not use keeps the reader's reason
+(`blank_line`, `bad_encoding`, `wrong_field_count`); the others are checked in order
+`missing_user_id`, `missing_item_id`, `bad_timestamp`, `future_timestamp`, `bad_weight`,
+`unknown_item`, `duplicate`. The run fails (after writing the quarantine) when the bad
+share exceeds the configured threshold.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from batch.spark.inputs import LINE, READ_ERROR
 from shared.config import ValidationConfig
 from shared.errors import QuarantineThresholdExceeded
 
@@ -54,7 +59,8 @@ def _reason(df: DataFrame, run_end_epoch: int, known_items: DataFrame | None) ->
     else:
         unknown = F.lit(False)
     reason = (
-        F.when(F.col("user_id").isNull() | (F.col("user_id") == ""), "missing_user_id")
+        F.when(F.col(READ_ERROR).isNotNull(), F.col(READ_ERROR))
+        .when(F.col("user_id").isNull() | (F.col("user_id") == ""), "missing_user_id")
         .when(F.col("item_id").isNull() | (F.col("item_id") == ""), "missing_item_id")
         .when(F.col("ts").isNull(), "bad_timestamp")
         .when(F.col("ts") >= run_end_epoch, "future_timestamp")
@@ -70,11 +76,18 @@ def validate(
     config: ValidationConfig,
     known_items: DataFrame | None = None,
 ) -> ValidationResult:
-    """Split raw interactions into clean rows and quarantined rows with a reason."""
-    tagged = _reason(raw.withColumn("_row", F.monotonically_increasing_id()), run_end_epoch,
-                     known_items)
+    """Split raw interactions (`inputs.read_interactions`: with LINE and READ_ERROR) into
+    clean rows and quarantined rows with a reason."""
+    missing = [c for c in (LINE, READ_ERROR) if c not in raw.columns]
+    if missing:
+        raise ValueError(f"validate() needs the reader's {missing} columns: use inputs.read_interactions")
+    tagged = _reason(raw, run_end_epoch, known_items)
     if config.drop_duplicates:
-        key = Window.partitionBy("user_id", "item_id", "ts", "event_type").orderBy("_row")
+        # The first clean copy in file order stays; rows already refused do not count (a
+        # refused line followed by its corrected copy keeps the copy).
+        key = Window.partitionBy(
+            "user_id", "item_id", "ts", "event_type", F.col("reason").isNull()
+        ).orderBy(LINE)
         tagged = tagged.withColumn(
             "reason",
             F.when(
@@ -90,7 +103,7 @@ def validate(
         F.col("weight_value").alias("weight"),
     )
     quarantine = tagged.where(F.col("reason").isNotNull()).select(
-        F.col("_row").alias("row_number"),
+        F.col(LINE).alias("row_number"),
         "reason",
         "user_id",
         "item_id",

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from batch.context import RunContext, code_version, write_json
 from batch.spark import inputs, validation
 from batch.stages._spark import read, write
+from shared.errors import RecsysError
 from shared.inputs import CONTRACT_FILES, ITEMS, USERS, find_input
 
 
@@ -73,8 +74,10 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     reasons = {r["reason"]: int(r["count"]) for r in quarantine.groupBy("reason").count().collect()}
     n_bad = sum(reasons.values())
     window = clean.agg(F.min("ts").alias("lo"), F.max("ts").alias("hi")).first()
+    rows_read = raw.count()  # input lines (CSV, header excluded) or rows (Parquet)
     stats: dict[str, object] = {
         "run_id": f"{ctx.run_date.isoformat()}-{_input_fingerprint(ctx)}",
+        "rows_read": rows_read,
         "rows_clean": clean.count(),
         "rows_quarantined": n_bad,
         "quarantine_reasons": reasons,
@@ -82,5 +85,9 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     }
     write_json(out.stats, stats)
     rows_clean = int(stats["rows_clean"])  # type: ignore[call-overload]
+    if rows_clean + n_bad != rows_read:
+        raise RecsysError(
+            f"validate lost rows: {rows_read} read, {rows_clean} clean + {n_bad} quarantined"
+        )
     validation.check_threshold(rows_clean + n_bad, n_bad, reasons, ctx.config.validation.max_bad_share)
     return stats

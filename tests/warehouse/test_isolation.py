@@ -132,3 +132,44 @@ def test_key_from_env_file_or_required(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv(MODE_ENV, "required")
     with pytest.raises(PseudonymKeyMissing, match=KEY_ENV):
         load_key(tmp_path)
+
+
+def test_raw_warehouse_is_not_world_readable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """warehouse.duckdb (raw ids) is 0600 like the key, and so is everything of it while it
+    is built (the file and DuckDB's WAL sit in a 0700 directory); the analysts' file stays
+    readable. A rebuild over an old world-readable file replaces its mode too."""
+    from batch.publish import warehouse_build
+    from shared.warehouse import analyst_warehouse_path
+    from tests.warehouse.conftest import inputs
+
+    raw, analyst = warehouse_path(tmp_path), analyst_warehouse_path(tmp_path)
+    raw.write_bytes(b"old")
+    raw.chmod(0o644)
+    seen: list[tuple[Path, int, dict[str, int]]] = []
+    user_keys = warehouse_build._user_keys
+
+    def spy(con: duckdb.DuckDBPyConnection, key: bytes) -> None:  # mid-build, WAL open
+        db = Path(con.execute("SELECT path FROM duckdb_databases() WHERE database_name = "
+                              "current_database()").fetchone()[0])  # fmt: skip
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
+        seen.append((db, stat.S_IMODE(db.parent.stat().st_mode), files))
+        user_keys(con, key)
+
+    monkeypatch.setattr(warehouse_build, "_user_keys", spy)
+    old_umask = os.umask(0o022)
+    try:
+        warehouse_build.build(inputs(tmp_path), raw, analyst, KEY)
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(raw.stat().st_mode) == 0o600
+    assert stat.S_IMODE(analyst.stat().st_mode) & 0o044 == 0o044
+    assert not raw.with_name(raw.name + ".wal").exists()
+    (db, dir_mode, files), = seen
+    assert db.parent != tmp_path and dir_mode == 0o700, (db, oct(dir_mode))
+    assert f"{raw.name}.wal" in files  # the WAL existed, inside the private directory
+    assert not list(tmp_path.glob(".warehouse-build-*"))  # the private directory is gone
+    con = connect_read_only(tmp_path)
+    try:
+        assert con.execute("SELECT count(*) FROM users").fetchone() == (len(USERS),)
+    finally:
+        con.close()
