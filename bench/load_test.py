@@ -63,18 +63,7 @@ def start_server(artifacts: Path, port: int, workers: int, log: Path) -> subproc
         "WARNING",
     ]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {log}")
-        try:
-            if get(port, "/readyz")[0] == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("server not ready in 120 s")
+    return wait_ready(proc, port, log)
 
 
 def _client(job: dict[str, Any]) -> dict[str, Any]:
@@ -279,3 +268,19 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Wait until the server answers /readyz (its bundle loaded); give up after 120 s."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited; see {log}")
+        try:
+            if get(port, "/readyz")[0] == 200:
+                return proc
+        except OSError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("server not ready in 120 s")

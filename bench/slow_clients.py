@@ -36,8 +36,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from load_report import get
-from load_test import HOST, RECSYS, ROOT, _free_port, build_synthetic
+from load_test import HOST, RECSYS, ROOT, _free_port, build_synthetic, wait_ready
 
 TIMEOUT = 10.0  # a normal request unanswered this long is an error
 
@@ -114,18 +113,7 @@ def start_server(artifacts: Path, port: int, log: Path, stock: bool) -> subproce
     cmd = [str(RECSYS), "serve", "--artifacts", str(artifacts), "--port", str(port),
            "--workers", "2", "--log-level", "ERROR"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {log}")
-        try:
-            if get(port, "/readyz")[0] == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("server not ready in 120 s")
+    return wait_ready(proc, port, log)
 
 
 class Attacker:
