@@ -191,18 +191,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.md")
     args = parser.parse_args()
 
-    tmp = ROOT / "bench" / "results" / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=tmp))
-    artifacts = args.artifacts or build_synthetic(work)
+    work, artifacts = bench_artifacts(args.artifacts)
     from shared.bundle import current_bundle
-    from shared.bundle_layout import RECOMMENDATIONS
 
     bundle = current_bundle(artifacts)
-    users = pq.read_table(bundle / RECOMMENDATIONS, columns=["user_id"])
-    known = sorted({str(u) for u in users.column("user_id").to_pylist()})
-    rng = np.random.default_rng(0)
-    picked = rng.choice(known, size=min(2000, len(known)), replace=False)
+    picked = known_users(bundle)
     full = [json.dumps({"user_id": u, "k": 20}).encode() for u in picked]
     cold = [json.dumps({"user_id": f"bench-unknown-{i}", "k": 20}).encode() for i in range(500)]
     # The same work as `full`, but a context never seen before (a unique device string), so
@@ -284,3 +277,21 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> subproces
         time.sleep(0.3)
     proc.kill()
     raise SystemExit("server not ready in 120 s")
+
+
+def bench_artifacts(given: Path | None) -> tuple[Path, Path]:
+    """A scratch directory under bench/results/tmp and the artifacts to serve: the given
+    ones, or a synthetic bundle built there."""
+    tmp = ROOT / "bench" / "results" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=tmp))
+    return work, given or build_synthetic(work)
+
+
+def known_users(bundle: Path, n: int = 2000) -> np.ndarray:
+    """A seeded sample of the users the bundle has lists for (the same on every run)."""
+    from shared.bundle_layout import RECOMMENDATIONS
+
+    users = pq.read_table(bundle / RECOMMENDATIONS, columns=["user_id"])
+    known = sorted({str(u) for u in users.column("user_id").to_pylist()})
+    return np.random.default_rng(0).choice(known, size=min(n, len(known)), replace=False)

@@ -28,15 +28,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
-from load_test import HOST, RECSYS, ROOT, _free_port, build_synthetic, wait_ready
+from load_test import HOST, RECSYS, ROOT, _free_port, bench_artifacts, known_users, wait_ready
 
 TIMEOUT = 10.0  # a normal request unanswered this long is an error
 
@@ -180,16 +178,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/slow_clients.md")
     args = parser.parse_args()
 
-    tmp = ROOT / "bench" / "results" / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=tmp))
-    artifacts = args.artifacts or build_synthetic(work)
+    work, artifacts = bench_artifacts(args.artifacts)
     from shared.bundle import current_bundle
 
     bundle = current_bundle(artifacts)
-    users = pq.read_table(bundle / "recommendations.parquet", columns=["user_id"])
-    known = sorted({str(u) for u in users.column("user_id").to_pylist()})
-    picked = np.random.default_rng(0).choice(known, size=min(2000, len(known)), replace=False)
+    picked = known_users(bundle)
     bodies = [json.dumps({"user_id": str(u), "k": 20}).encode() for u in picked]
 
     servers = [("RecsysWorker (this code)", False)] + ([("stock gthread", True)] * args.stock)
