@@ -233,22 +233,29 @@ def _rel(con: duckdb.DuckDBPyConnection, name: str, src: Source) -> str:
     return "read_parquet([" + ", ".join(_q(p) for p in paths) + "])"
 
 
+def _table_or_empty(con: duckdb.DuckDBPyConnection, name: str, select: str | None,
+                    empty_columns: str) -> None:
+    """`name` from `select` (its columns as they come), or empty with the columns analysts'
+    views rely on when the bundle has no such input."""
+    if select is None:
+        con.execute(f"CREATE TABLE {name} ({empty_columns})")
+    else:
+        con.execute(f"CREATE TABLE {name} AS {select}")
+
+
 def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None:
     con.execute(f"CREATE TABLE items AS SELECT * FROM {_rel(con, 'items', inputs.items)}")
     con.execute(f"CREATE TABLE users AS SELECT * FROM {_rel(con, 'users', inputs.users)}")
     recs = _rel(con, "recs", inputs.recommendations)
     con.execute(f"CREATE TABLE recommendations AS SELECT * FROM {recs} ORDER BY user_id, rank")
-    if inputs.candidates is not None:
-        cands = _rel(con, "cands", inputs.candidates)
-        con.execute(
-            "CREATE TABLE candidates AS SELECT u.user_id, i.item_id, c.* FROM "
-            f"{cands} c JOIN users u USING (user_idx) JOIN items i USING (item_idx)"
-        )
-    else:
-        con.execute(
-            "CREATE TABLE candidates (user_id VARCHAR, item_id VARCHAR, user_idx INTEGER, "
-            "item_idx INTEGER, sources VARCHAR[])"
-        )
+    _table_or_empty(
+        con, "candidates",
+        None if inputs.candidates is None else
+        "SELECT u.user_id, i.item_id, c.* FROM "
+        f"{_rel(con, 'cands', inputs.candidates)} c JOIN users u USING (user_idx) "
+        "JOIN items i USING (item_idx)",
+        "user_id VARCHAR, item_id VARCHAR, user_idx INTEGER, item_idx INTEGER, sources VARCHAR[]",
+    )
     con.execute(f"CREATE TABLE popular AS SELECT * FROM {_rel(con, 'popular', inputs.popular)}")
     # A fixed shape: the analyst views and canned queries rely on these columns, and an
     # older or hand-made bundle may lack some (they stay NULL). Raw values are kept as text.
@@ -259,17 +266,14 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
     if inputs.quarantine is not None:
         quarantine = _rel(con, "quarantine", inputs.quarantine)
         con.execute(f"INSERT INTO quarantine BY NAME SELECT * FROM {quarantine}")
-    if inputs.interactions is not None:
-        rel = _rel(con, "interactions", inputs.interactions)
-        con.execute(
-            "CREATE TABLE interactions AS SELECT user_id, item_id, to_timestamp(ts)::TIMESTAMP "
-            f"AS event_time, ts, event_type, weight FROM {rel}"
-        )
-    else:
-        con.execute(
-            "CREATE TABLE interactions (user_id VARCHAR, item_id VARCHAR, event_time TIMESTAMP, "
-            "ts BIGINT, event_type VARCHAR, weight DOUBLE)"
-        )
+    _table_or_empty(
+        con, "interactions",
+        None if inputs.interactions is None else
+        "SELECT user_id, item_id, to_timestamp(ts)::TIMESTAMP AS event_time, ts, event_type, "
+        f"weight FROM {_rel(con, 'interactions', inputs.interactions)}",
+        "user_id VARCHAR, item_id VARCHAR, event_time TIMESTAMP, ts BIGINT, event_type VARCHAR, "
+        "weight DOUBLE",
+    )
     con.register("src_runs", inputs.runs)
     con.execute(
         "CREATE TABLE runs AS SELECT run_id, run_date, created_at, code_version, "
