@@ -48,6 +48,15 @@ class ServiceConfig(BaseModel):
     read_threads: int = Field(
         32, ge=1, le=1024, description="threads per worker reading requests before the app"
     )
+    # gunicorn's worker timeout: the master kills (SIGABRT, then SIGKILL) a worker whose
+    # event loop has not checked in for this long (stopped, or stuck in C code holding the
+    # GIL) and starts another. The loop checks in at least once a second, so 2 s is the
+    # floor. It does not bound a request (those run on the worker's threads, apart from the
+    # loop) nor the bundle load before the worker's first check-in: gunicorn starts the
+    # clock at that check-in (docs/service.md, Drills).
+    worker_timeout: int = Field(
+        60, ge=2, le=3600, description="seconds a worker may go silent before it is replaced"
+    )
     # Wrong X-Admin-Token answers per client address (per worker): a burst, then a rate.
     admin_failures_burst: int = Field(10, ge=1, le=10_000)
     admin_failures_per_minute: float = Field(10.0, gt=0.0, le=60_000.0)

@@ -48,7 +48,9 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 keepalive = 5
-timeout = 60  # a worker loads its bundle before its first heartbeat
+# The bundle load in post_worker_init runs before the worker's first heartbeat, which is
+# when gunicorn starts this clock: a short timeout does not cut a load (docs/service.md).
+timeout = _cfg.worker_timeout
 graceful_timeout = 20
 preload_app = False  # forking after FAISS/ORT is loaded hangs workers (PITFALLS)
 accesslog = None  # the metrics carry per-endpoint latency; access lines cost throughput
