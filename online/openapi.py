@@ -82,7 +82,8 @@ def build_spec() -> dict[str, Any]:
                     "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 20},
                 },
             ],
-            "responses": {"200": _json(SimilarResponse, "neighbours")} | _errors(404, 422),
+            # 503 before a bundle is loaded, as for the POST endpoints.
+            "responses": {"200": _json(SimilarResponse, "neighbours")} | _errors(404, 422, 503),
         }
     }
     paths["/readyz"] = {
