@@ -302,7 +302,8 @@ def test_kill_9_of_a_worker_under_load(server: Server, drill_artifacts: Path) ->
     assert len(failed) <= CLIENTS, report
     # The connection reset or closed before or during the answer; never a hang (Timeout).
     assert {o.error for o in failed} <= {"ConnectionError", "ChunkedEncodingError"}, report
-    assert all(o.started < killed_at + 0.1 for o in failed), report
+    # Sent before the kill (or as it landed: a starved process takes a moment to die).
+    assert all(o.started < killed_at + 0.5 for o in failed), report
     assert len(before) >= 20 and len(after) >= 20, report
     assert all(o.status == 200 for o in after), report
     assert {o.client for o in after} == set(range(CLIENTS)), report  # every client recovered
