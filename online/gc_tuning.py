@@ -14,8 +14,11 @@ still freed by reference counting; only a reference cycle among them would never
 reclaimed, which is why a replaced bundle must not be part of one (tests check that a
 swapped-out bundle is freed without a collection).
 
-`observe_pauses()` exports each pass's duration as `recsys_gc_pause_seconds{generation}`,
-so a regression shows on /metrics, not only in a profiler.
+`observe_pauses()` times each pass and `export_pauses()` (called at the end of every request)
+hands the times to `recsys_gc_pause_seconds{generation}`, so a regression shows on /metrics,
+not only in a profiler. The callback itself never touches prometheus_client: a collection
+can start inside any allocation, including one made while a metric's lock is held, and
+observing from there would wait on that lock forever.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import time
 from typing import Any
 
 _started: list[float] = []  # one slot; a list so the callback needs no global statement
-_observers: list[Any] = []
+# Pause seconds per generation, not yet exported. Floats are not GC-tracked, and appending
+# to a list allocates no tracked object, so the callback cannot feed the collector.
+_pending: tuple[list[float], list[float], list[float]] = ([], [], [])
 
 
 def freeze_heap() -> int:
@@ -41,16 +46,27 @@ def freeze_heap() -> int:
 def _on_gc(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started[:] = [time.perf_counter()]
-    elif _started and _observers:
-        _observers[int(info["generation"])].observe(time.perf_counter() - _started[0])
+    elif _started:
+        _pending[int(info["generation"])].append(time.perf_counter() - _started[0])
 
 
 def observe_pauses() -> None:
-    """Time every collection into the GC pause histogram (idempotent; ~1 µs per pass)."""
+    """Start timing every collection (idempotent; well under a microsecond per pass)."""
+    if _on_gc not in gc.callbacks:
+        gc.callbacks.append(_on_gc)
+
+
+def export_pauses() -> None:
+    """Move the pauses timed so far into the histogram (never from inside a collection)."""
+    if not (_pending[0] or _pending[1] or _pending[2]):
+        return
     from online import metrics
 
-    if _on_gc in gc.callbacks:
-        return
-    # Labelled children looked up once: a GC callback should do as little as possible.
-    _observers[:] = [metrics.GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)]
-    gc.callbacks.append(_on_gc)
+    for generation, pauses in enumerate(_pending):
+        # Swap the list out first: a pass may append while we observe.
+        taken = pauses[:]
+        del pauses[: len(taken)]
+        if taken:
+            child = metrics.GC_PAUSE_SECONDS.labels(str(generation))
+            for seconds in taken:
+                child.observe(seconds)
