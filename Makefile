@@ -12,7 +12,7 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: setup test test-fast lint typecheck demo airflow serve bench lock clean check-java
+.PHONY: setup test test-fast lint typecheck demo airflow serve bench bench-tools lock clean check-java
 
 setup: $(STAMP)
 
@@ -55,8 +55,18 @@ airflow: setup
 serve: setup
 	$(BIN)/recsys serve --artifacts $(ART) --port $(PORT)
 
-bench: setup
+# The load test's saturation phases and the soak need wrk (Debian package): installed here
+# when apt-get is present and we are root; otherwise install it yourself (`apt-get install
+# wrk`, `brew install wrk`) or the load test skips its saturation phases.
+bench: setup bench-tools
 	bash bench/run_all.sh
+
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
+	  else echo "wrk not found and cannot be installed here (needs apt-get and root): \
+	install it (apt-get install wrk / brew install wrk); the load test skips saturation"; fi; }
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt.new && mv constraints.txt.new constraints.txt

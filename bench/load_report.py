@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,17 +95,46 @@ def stage_table(
     return rows
 
 
+def gc_full_passes(
+    port: int, before: dict[str, dict[float, float]] | None = None
+) -> dict[str, dict[float, float]]:
+    """Cumulative buckets of the worker GC pause histogram, or with `before`, the delta."""
+    now = histograms(port, "recsys_gc_pause_seconds", "generation")
+    if before is None:
+        return now
+    return {g: {le: v - before.get(g, {}).get(le, 0.0) for le, v in b.items()}
+            for g, b in now.items()}  # fmt: skip
+
+
+def _gc_cell(gc: dict[str, dict[float, float]]) -> str:
+    """'n passes, max ≤ X ms' for generation 2 (n/a: code without the GC histogram)."""
+    full = gc.get("2")
+    if not full:
+        return "n/a"
+    n = int(full.get(float("inf"), 0.0))
+    if n == 0:
+        return "0"
+    top = min((le for le, v in full.items() if v >= n), default=float("inf"))
+    return f"{n}, max ≤ {top * 1000:g} ms" if top != float("inf") else f"{n}, max > 1 s"
+
+
+def _ms(x: float) -> str:
+    return f"{x:.2f}"
+
+
 def report(
     args: argparse.Namespace,
     bundle: Path,
-    fixed: dict[str, dict[str, Any]],
-    saturation: dict[str, dict[str, Any]],
-    stages: dict[str, list[tuple[str, int, str, str]]],
-    memory: list[dict[str, Any]],
-    load_before: tuple[float, ...],
-    load_after: tuple[float, ...],
+    fixed: dict[str, dict[str, dict[str, Any]]],
+    saturation: dict[str, dict[str, dict[str, Any]]],
+    memory: dict[str, list[dict[str, Any]]],
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+    uptime: str,
 ) -> None:
     manifest = json.loads((bundle / MANIFEST).read_text())
+    labels = list(fixed)
+    code = (f"; side by side with `{args.code}` ({args.code_label}), every phase alternating "
+            "between the two servers" if args.code else "")  # fmt: skip
     lines = [
         "# Online service load test",
         "",
@@ -113,43 +143,66 @@ def report(
         f"Python {platform.python_version()}",
         f"- bundle: `{manifest['run_id']}` ({manifest['row_counts']}), "
         f"index {manifest['index']['kind']} dim {manifest['index']['dim']}",
-        f"- server: `recsys serve`, {args.workers} gunicorn gthread workers, 1 thread each, "
-        "OMP 1 thread; client on the same machine (loopback), "
-        f"{args.procs} open-loop processes",
-        f"- load average before/after: {load_before[0]:.2f} / {load_after[0]:.2f} "
-        "(anything above ~0.5 before means other work shared the 2 cores)",
+        f"- server: `recsys serve`, {args.workers} gunicorn workers, 1 thread each, "
+        "OMP 1 thread, polling CURRENT every 1 s; client on the same machine (loopback), "
+        f"{args.procs} open-loop processes{code}",
+        f"- load average before/after: {load[0][0]:.2f} / {load[1][0]:.2f} (`uptime` before: "
+        f"{uptime}); anything above ~0.5 before means other work shared the 2 cores",
+        f"- command: `{' '.join(['.venv/bin/python', 'bench/load_test.py', *sys.argv[1:]])}`",
         "",
         f"## Fixed rate: {args.rate:g} req/s for {args.duration:g} s each "
-        "(latency from scheduled send time)",
+        "(latency from scheduled send time, ms)",
         "",
-        "| phase | requests | errors | achieved req/s | p50 ms | p95 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|---|",
+        f"The reload phase publishes a new bundle every {args.reload_every:g} s (a clone of the "
+        "live one under a new run id, then CURRENT replaced); each worker loads and swaps it "
+        "while serving. GC: the worker's full (generation 2) collections during the phase.",
+        "",
+        "| code | phase | requests | errors | p50 | p99 | p99.9 | max | GC full passes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in fixed.items():
-        lines.append(
-            f"| {name} | {r['requests']} | {r['errors']} | {r['achieved_rps']:.1f} | "
-            f"{r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['max']:.2f} |"
-        )
-    lines += ["", "Answers by path (from /metrics counters, per phase):", ""]
-    for name, r in fixed.items():
-        answers = ", ".join(f"`{k}`: {v}" for k, v in sorted(r["answers"].items()))
-        lines.append(f"- {name}: {answers or 'n/a'}")
-    if saturation:
-        ping = saturation["trivial GET /v1/ping"]["rps"] or 1.0
+    for name in fixed[labels[0]]:
+        for label in labels:
+            r = fixed[label][name]
+            extra = (f" ({r['published']} published, {r['reloads']} worker loads)"
+                     if "published" in r else "")  # fmt: skip
+            lines.append(
+                f"| {label} | {name}{extra} | {r['requests']} | {r['errors']} | {_ms(r['p50'])} | "
+                f"{_ms(r['p99'])} | {_ms(r['p999'])} | {_ms(r['max'])} | {_gc_cell(r['gc'])} |"
+            )
+    steady, reloading = "full path /v1/recommendations", "full path, bundle republished"
+    lines += ["", "Reload phase p99 against the steady full path's:", ""]
+    for label in labels:
+        reload_name = next((n for n in fixed[label] if n.startswith(reloading)), None)
+        if reload_name and steady in fixed[label]:
+            a, b = fixed[label][reload_name]["p99"], fixed[label][steady]["p99"]
+            lines.append(f"- {label}: {a:.2f} / {b:.2f} ms = **{a / b:.2f}x**")
+    if any(saturation.values()):
         lines += [
             "",
-            f"## Saturation (wrk, 2 threads, 8 connections, {args.wrk_duration} s each, "
-            f"{args.wrk_rounds} interleaved rounds; the median round per phase)",
+            f"## Saturation (wrk, 2 threads, {args.wrk_connections} connections, "
+            f"{args.wrk_duration} s per round, {args.wrk_rounds} interleaved rounds; medians "
+            "over the rounds, ms)",
             "",
-            "| phase | req/s (median) | vs ping | every round | p50 | p99 | non-2xx | socket errors |",
-            "|---|---|---|---|---|---|---|---|",
+            "| code | phase | req/s | p50 | p99 | p99.9 | max | p99/p50 | every round (req/s, p99) "
+            "| errors |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, r in saturation.items():
-            every = " / ".join(f"{x:.0f}" for x in r.get("rounds", [r["rps"]]))
-            lines.append(
-                f"| {name} | {r['rps']:.0f} | {r['rps'] / ping:.2f} | {every} | {r['p50']} "
-                f"| {r['p99']} | {r['errors']} | {r['socket_errors'] or 'none'} |"
-            )
+        for name in saturation[labels[0]]:
+            for label in labels:
+                r = saturation[label][name]
+                every = " / ".join(f"{rps:.0f}, {p99:.1f}" for rps, p99 in r["rounds"])
+                errs = f"{r['errors']}" + (f", sockets: {r['socket_errors']}"
+                                           if r["socket_errors"] else "")  # fmt: skip
+                lines.append(
+                    f"| {label} | {name} | {r['rps']:.0f} | {_ms(r['p50'])} | {_ms(r['p99'])} | "
+                    f"{_ms(r['p999'])} | {_ms(r['max'])} | **{r['ratio']:.1f}** | {every} "
+                    f"| {errs} |"
+                )
+    lines += ["", "Answers by path (from /metrics counters, per phase):", ""]
+    for label in labels:
+        for name, r in fixed[label].items():
+            answers = ", ".join(f"`{k}`: {v}" for k, v in sorted(r["answers"].items()))
+            lines.append(f"- {label}, {name}: {answers or 'n/a'}")
     lines += [
         "",
         "## Server-side latency per stage, fixed-rate phases",
@@ -158,21 +211,24 @@ def report(
         "The gap between these and the client-side numbers above is queueing and CPU",
         "contention on the shared cores, not work done by the service.",
         "",
-        "| phase | stage | observations | p50 | p99 |",
-        "|---|---|---|---|---|",
+        "| code | phase | stage | observations | p50 | p99 |",
+        "|---|---|---|---|---|---|",
         *[
-            f"| {phase} | {s} | {n} | {p50} | {p99} |"
-            for phase, rows in stages.items()
-            for s, n, p50, p99 in rows
+            f"| {label} | {phase} | {s} | {n} | {p50} | {p99} |"
+            for label in labels
+            for phase, r in fixed[label].items()
+            for s, n, p50, p99 in r["stages"]
         ],
         "",
         "## Memory per worker (after the run)",
         "",
-        "| pid | RSS MiB | PSS MiB | anonymous MiB |",
-        "|---|---|---|---|",
+        "| code | pid | RSS MiB | PSS MiB | anonymous MiB |",
+        "|---|---|---|---|---|",
         *[
-            f"| {m['pid']} | {m['rss_mib']:.0f} | {m['pss_mib']:.0f} | {m['anon_mib']:.0f} |"
-            for m in memory
+            f"| {label} | {m['pid']} | {m['rss_mib']:.0f} | {m['pss_mib']:.0f} | "
+            f"{m['anon_mib']:.0f} |"
+            for label in labels
+            for m in memory[label]
         ],
         "",
         "PSS splits shared pages (the memory-mapped factor arrays, libraries) between the "

@@ -43,6 +43,9 @@ $PY bench/reranker_latency.py --work "$ROOT/art-mls/work/2016-12-31" \
 step "service load test (2 workers, ml-latest-small bundle)"
 $PY bench/load_test.py --artifacts "$ROOT/art-mls"
 
+step "soak: 10 minutes at 150 req/s, a new bundle every 30 s (SOAK_MINUTES to shorten)"
+$PY bench/soak.py --artifacts "$ROOT/art-mls" --minutes "${SOAK_MINUTES:-10}"
+
 step "normal traffic beside slow clients (this worker, then stock gthread)"
 $PY bench/slow_clients.py --artifacts "$ROOT/art-mls" --stock
 

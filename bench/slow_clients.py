@@ -34,7 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from load_test import HOST, RECSYS, ROOT, _free_port, bench_artifacts, known_users, wait_ready
+from load_test import ROOT, bench_artifacts, known_users
+from loadgen import HOST, RECSYS, wait_ready
+from loadgen import free_port as _free_port
 
 TIMEOUT = 10.0  # a normal request unanswered this long is an error
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from online import admin, api, errors, health, metrics, openapi, ui
+from online import admin, api, errors, gc_tuning, health, metrics, openapi, ui
 from online.bundle_store import BundleStore
 from online.config import ServiceConfig
 from online.json_provider import OrjsonProvider
@@ -66,6 +66,7 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         if "t0" in g:
             metrics.REQUEST_SECONDS.labels(rule).observe(time.perf_counter() - g.t0)
+        gc_tuning.export_pauses()  # collections timed since the last request, if any
         # Every answer, errors included: declared types are the only types, and nothing
         # here (per user, per bundle, per moment) is for a cache to keep.
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

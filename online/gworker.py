@@ -313,6 +313,17 @@ class RecsysWorker(ThreadWorker):
         self.app_slots = threading.BoundedSemaphore(int(self.cfg.threads))
         self.closer = _Closer()
 
+    def run(self) -> None:
+        """Serve, once start-up is over: gunicorn calls this after post_worker_init, which
+        has loaded the bundle, so everything alive now lives as long as the worker and is
+        frozen out of the garbage collector's full passes (online/gc_tuning.py)."""
+        from online import gc_tuning
+
+        gc_tuning.observe_pauses()
+        frozen = gc_tuning.freeze_heap()
+        self.log.debug("froze %d objects out of the cyclic GC", frozen)
+        super().run()
+
     def get_thread_pool(self) -> ThreadPoolExecutor:
         return ThreadPoolExecutor(max_workers=self.read_threads, thread_name_prefix="conn")
 

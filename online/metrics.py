@@ -51,6 +51,12 @@ SERVED = Counter("recsys_served_total", "Answers by endpoint and path", ["endpoi
 FALLBACKS = Counter("recsys_fallback_total", "Fallbacks taken, by reason", ["reason"])
 SCORED = Counter("recsys_scored_total", "Re-rank calls by scorer", ["scorer"])
 CACHE_REQUESTS = Counter("recsys_cache_requests_total", "LRU cache lookups", ["cache", "result"])
+# Cyclic GC passes by generation (online/gc_tuning.py): a full pass over an unfrozen heap
+# stalls the worker's requests for tens of milliseconds.
+GC_PAUSE_SECONDS = Histogram(
+    "recsys_gc_pause_seconds", "Garbage collector pauses by generation", ["generation"],
+    buckets=_BUCKETS,
+)
 ERRORS = Counter("recsys_errors_total", "Errors answered, by kind", ["kind"])
 RELOADS = Counter("recsys_bundle_reloads_total", "Bundle load attempts", ["result"])
 ADMIN_AUTH = Counter(
