@@ -43,7 +43,10 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
     app.json = OrjsonProvider(app)  # keeps keys in insertion order, as the API documents
     request_log = (
         RequestLogWriter(
-            log_dir(config.artifacts), rotate_seconds=config.request_log_rotate_seconds
+            log_dir(config.artifacts),
+            rotate_seconds=config.request_log_rotate_seconds,
+            on_dropped=metrics.REQUEST_LOG_DROPPED.inc,
+            on_write_error=metrics.REQUEST_LOG_WRITE_ERRORS.inc,
         )
         if config.request_log
         else None

@@ -59,6 +59,14 @@ GC_PAUSE_SECONDS = Histogram(
 )
 ERRORS = Counter("recsys_errors_total", "Errors answered, by kind", ["kind"])
 RELOADS = Counter("recsys_bundle_reloads_total", "Bundle load attempts", ["result"])
+# The served-request log (shared/request_log.py): records lost (buffer full, or a write
+# failure that outlasted the buffer) and failed write attempts (each is retried).
+REQUEST_LOG_DROPPED = Counter(
+    "recsys_request_log_dropped_total", "Served-request log records lost"
+)
+REQUEST_LOG_WRITE_ERRORS = Counter(
+    "recsys_request_log_write_errors_total", "Served-request log write attempts that failed"
+)
 ADMIN_AUTH = Counter(
     "recsys_admin_auth_total",
     "X-Admin-Token checks by outcome: accepted, missing, invalid, rate_limited",

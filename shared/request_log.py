@@ -10,6 +10,13 @@ a background thread writes the files, so a request never waits for disk. If the 
 slower than the traffic the buffer is bounded and excess records are dropped and counted
 (`dropped`) rather than blocking requests or growing without limit.
 
+A write that fails (disk full, the directory briefly unusable) loses nothing by itself: the
+records not yet on disk go back to the front of the buffer and are written again after a
+back-off (0.5 s doubling to `max_retry_seconds`), so only a failure that outlasts the
+buffer's bound drops records, and those are counted. Files already written by a
+half-failed flush are not written twice. `on_dropped` / `on_write_error` let the service
+export both as metrics (shared/ stays free of the metrics library).
+
 The writer shares the GIL with the requests of its process, so it is built not to stall
 them: the buffer holds each record as a flat tuple of strings and numbers, which the cyclic
 garbage collector stops tracking after its first pass (a buffer of records as objects was
@@ -23,12 +30,13 @@ Pure pyarrow (no flask): the service imports it, and so does the batch side.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,7 +175,13 @@ class RequestLogWriter:
     rotate_rows: int = 10_000
     rotate_seconds: float = 60.0
     max_buffer_rows: int = 200_000
+    max_retry_seconds: float = 5.0
+    # Called (from the writer thread or log()) with the number of records dropped, and
+    # once per failed write attempt: the service counts them in /metrics.
+    on_dropped: Callable[[int], None] | None = None
+    on_write_error: Callable[[], None] | None = None
     dropped: int = 0
+    write_errors: int = 0
     files_written: int = 0
     _buffer: list[_Row] = field(default_factory=list, repr=False)
     _first_at: float | None = field(default=None, repr=False)
@@ -191,7 +205,7 @@ class RequestLogWriter:
         """Append one record; never blocks on I/O, never raises."""
         with self._lock:
             if self._closed or len(self._buffer) >= self.max_buffer_rows:
-                self.dropped += 1
+                self._drop(1)
                 return
             if not self._buffer:
                 self._first_at = time.monotonic()
@@ -218,49 +232,92 @@ class RequestLogWriter:
         age = time.monotonic() - (self._first_at or 0.0)
         return len(self._buffer) >= self.rotate_rows or age >= self.rotate_seconds
 
+    def _drop(self, count: int) -> None:
+        self.dropped += count
+        if self.on_dropped is not None:
+            self.on_dropped(count)
+
     def _run(self) -> None:
+        backoff = 0.0  # seconds to wait before the next attempt after a failed write
         while True:
             with self._lock:
+                if backoff and not self._closed:
+                    self._wake.wait(timeout=backoff)  # close() cuts a back-off short
                 while not self._closed and not self._due():
                     # Wake at least every second to check the age of the oldest record.
                     self._wake.wait(timeout=min(1.0, max(self.rotate_seconds, 0.01)))
                 batch, self._buffer = self._buffer, []
                 self._first_at = None
                 closing = self._closed
-            if batch:
-                try:
-                    self._write(batch)
-                except Exception:  # a full disk must not kill the thread or the service
-                    log.exception("request log: could not write %d records", len(batch))
-                    with self._lock:
-                        self.dropped += len(batch)
+            unwritten = self._write(batch) if batch else []
+            if unwritten:
+                backoff = min(max(2 * backoff, 0.5), self.max_retry_seconds)
+                if closing:  # the worker is going: one attempt is all it gets
+                    log.error("request log: %d records lost at exit", len(unwritten))
+                    self._drop(len(unwritten))
+                    return
+                self._requeue(unwritten)
+                continue
+            backoff = 0.0
             if closing:
                 return
 
-    def _write(self, batch: list[_Row]) -> None:
+    def _requeue(self, rows: list[_Row]) -> None:
+        """Put records whose write failed back in front of the buffer, oldest first, within
+        max_buffer_rows: what does not fit is the newest and is dropped (and counted)."""
+        with self._lock:
+            merged = rows + self._buffer
+            overflow = len(merged) - self.max_buffer_rows
+            if overflow > 0:
+                merged = merged[: self.max_buffer_rows]
+                self._drop(overflow)
+            self._buffer = merged
+            # The retried records are due at once (their age is what it was).
+            self._first_at = time.monotonic() - self.rotate_seconds
+
+    def _write(self, batch: list[_Row]) -> list[_Row]:
+        """Write batch as files of at most rotate_rows rows per UTC day; returns the records
+        of the files that could not be written (empty when all are on disk)."""
         by_day: dict[str, list[_Row]] = {}
         for r in batch:
             by_day.setdefault(r[1].astimezone(dt.UTC).date().isoformat(), []).append(r)
         step = max(1, self.rotate_rows)
-        for day, records in sorted(by_day.items()):
-            folder = self.root / f"date={day}"
-            folder.mkdir(parents=True, exist_ok=True)
+        chunks = [
+            (self.root / f"date={day}", records[start : start + step])
+            for day, records in sorted(by_day.items())
             # A burst larger than rotate_rows still gives files of at most rotate_rows rows.
-            for start in range(0, len(records), step):
-                self._write_file(folder, records[start : start + step])
+            for start in range(0, len(records), step)
+        ]
+        for done, (folder, records) in enumerate(chunks):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                self._write_file(folder, records)
+            except Exception as exc:  # a full disk must not kill the thread or the service
+                left = [r for _, rows in chunks[done:] for r in rows]
+                self.write_errors += 1
+                if self.on_write_error is not None:
+                    self.on_write_error()
+                log.error("request log: could not write %d records, will retry (%s: %s)",
+                          len(left), type(exc).__name__, exc)  # fmt: skip
+                return left
+        return []
 
     def _write_file(self, folder: Path, records: list[_Row]) -> None:
         tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}.parquet"
-        pq.write_table(_sliced_table(records), tmp, compression="zstd")
-        while True:  # a restarted process may reuse a pid: never overwrite a file
-            self._seq += 1
-            final = folder / f"part-{os.getpid()}-{self._seq:06d}.parquet"
-            try:
-                os.link(tmp, final)
-                break
-            except FileExistsError:
-                continue
-        tmp.unlink()
+        try:
+            pq.write_table(_sliced_table(records), tmp, compression="zstd")
+            while True:  # a restarted process may reuse a pid: never overwrite a file
+                self._seq += 1
+                final = folder / f"part-{os.getpid()}-{self._seq:06d}.parquet"
+                try:
+                    os.link(tmp, final)
+                    break
+                except FileExistsError:
+                    continue
+        finally:
+            # Hidden either way, but a failed attempt must not leave one per retry.
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         self.files_written += 1
 
 

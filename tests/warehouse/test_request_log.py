@@ -149,3 +149,87 @@ def test_sliced_conversion_gives_the_same_table() -> None:
     assert sliced.column("items").to_pylist()[5] == [
         {"item_id": f"m{j}", "rank": j + 1, "score": pytest.approx(1.0 - j / 10)} for j in range(3)
     ]
+
+
+def _logged_ids(root: Path) -> list[str]:
+    return [rid for f in part_files(root) for rid in pq.read_table(f).column("request_id").to_pylist()]
+
+
+def _wait(condition: object, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.02)
+
+
+def test_a_failed_write_is_retried_once_the_directory_is_back(tmp_path: Path) -> None:
+    """A flush that fails keeps its records and writes them when it can, once each."""
+    root = tmp_path / "served_log"
+    root.write_text("not a directory")  # every mkdir under it fails, even for root
+    errors: list[int] = []
+    dropped: list[int] = []
+    writer = RequestLogWriter(root, rotate_rows=1000, rotate_seconds=0.05,
+                              max_retry_seconds=0.2, on_write_error=lambda: errors.append(1),
+                              on_dropped=dropped.append)  # fmt: skip
+    try:
+        for n in range(30):
+            writer.log(record(n))
+        _wait(lambda: writer.write_errors >= 2)
+        assert writer.write_errors >= 2 and len(errors) == writer.write_errors
+        for n in range(30, 40):  # served while the directory is unusable
+            writer.log(record(n))
+        root.unlink()
+        _wait(lambda: len(_logged_ids(root)) >= 40)
+    finally:
+        writer.close()
+    ids = _logged_ids(root)
+    assert sorted(ids) == sorted(f"r{n}" for n in range(40))  # every record, none twice
+    assert writer.dropped == 0 and not dropped
+    assert not [p for p in root.rglob(".tmp-*")]
+
+
+def test_a_half_failed_flush_does_not_write_its_first_files_twice(tmp_path: Path) -> None:
+    root = tmp_path / "served_log"
+    root.mkdir()
+    (root / "date=2026-02-22").write_text("blocks the second day's folder")
+    # 8 records make one flush: 5 of day 21 (written), 3 of day 22 (refused, retried).
+    writer = RequestLogWriter(root, rotate_rows=8, rotate_seconds=3600, max_retry_seconds=0.2)
+    try:
+        for n in range(5):
+            writer.log(record(n, day=21))
+        for n in range(5, 8):
+            writer.log(record(n, day=22))
+        _wait(lambda: writer.write_errors >= 1)
+        (root / "date=2026-02-22").unlink()
+        _wait(lambda: len(_logged_ids(root)) >= 8)
+    finally:
+        writer.close()
+    assert sorted(_logged_ids(root)) == sorted(f"r{n}" for n in range(8))
+
+
+def test_a_failure_longer_than_the_buffer_drops_the_newest_and_counts_them(tmp_path: Path) -> None:
+    root = tmp_path / "served_log"
+    root.write_text("not a directory")
+    dropped: list[int] = []
+    writer = RequestLogWriter(root, rotate_rows=1000, rotate_seconds=0.05, max_buffer_rows=20,
+                              max_retry_seconds=0.1, on_dropped=dropped.append)  # fmt: skip
+    try:
+        for n in range(50):
+            writer.log(record(n))
+        _wait(lambda: writer.write_errors >= 1)
+        root.unlink()
+        _wait(lambda: len(_logged_ids(root)) >= 20)
+    finally:
+        writer.close()
+    ids = _logged_ids(root)
+    assert writer.dropped == 30 == sum(dropped)
+    assert sorted(ids) == sorted(f"r{n}" for n in range(20))  # the oldest are kept
+
+
+def test_records_lost_at_exit_are_counted(tmp_path: Path) -> None:
+    root = tmp_path / "served_log"
+    root.write_text("not a directory")
+    writer = RequestLogWriter(root, rotate_rows=1000, rotate_seconds=3600)
+    for n in range(7):
+        writer.log(record(n))
+    writer.close()
+    assert writer.dropped == 7 and writer.write_errors == 1
