@@ -267,10 +267,14 @@ def rewrite_table(bundle: Path, name: str, change: Callable[[pa.Table], pa.Table
     resign(bundle)
 
 
-def half_copy(source: Path, target: Path, drop: str, truncate: str) -> None:
-    """What an interrupted copy leaves: the manifest and most files, `drop` missing and
-    `truncate` cut to half its size."""
+def half_copy(
+    source: Path, target: Path, drop: str | None = None, truncate: str | None = None
+) -> None:
+    """What an interrupted copy leaves: the manifest and the other files, `drop` missing
+    and `truncate` cut to half its size."""
     shutil.copytree(source, target)
-    (target / drop).unlink()
-    path = target / truncate
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    if drop is not None:
+        (target / drop).unlink()
+    if truncate is not None:
+        path = target / truncate
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
