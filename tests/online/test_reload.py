@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pydantic import ValidationError
 
-from online.bundle_store import BundleStore
+from online.bundle_store import BundleStore, default_server_id
 from online.config import ServiceConfig, describe_error
 from shared import bundle_layout as layout
 from shared.bundle import (
@@ -190,7 +190,7 @@ def _ready_on(client: FlaskClient, serving: str, refused_run: str | None) -> dic
 
 def test_an_accepted_bundle_is_recorded_per_server(app: Flask, artifacts: Path) -> None:
     store = _store(app)
-    assert store.server_id == f"{socket.gethostname()}-8000"  # the default: <hostname>-<port>
+    assert store.server_id == default_server_id(8000)  # the default: <hostname>-<port>
     assert read_accepted(artifacts, store.server_id) == "run-a"
     build_bundle(artifacts, "run-b", seed=1)
     other = _restart(artifacts, server_id="edge-2")  # a second server on the same ART
@@ -305,6 +305,15 @@ def test_the_refusal_clears_once_current_is_served(client: FlaskClient, artifact
     body = restarted.test_client().get("/readyz").get_json()
     assert body["bundle"] == "run-c" and body["refused"] is None
     assert read_accepted(artifacts, _store(restarted).server_id) == "run-c"
+
+
+def test_the_default_server_id_is_the_host_and_port_as_a_file_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "web-1.eu")
+    assert default_server_id(8000) == "web-1.eu-8000"
+    monkeypatch.setattr(socket, "gethostname", lambda: "../odd host")
+    assert default_server_id(9000) == "odd_host-9000"
 
 
 def test_the_server_id_setting(tmp_path: Path) -> None:
