@@ -1,9 +1,16 @@
 """The bundle a worker serves, and how it is replaced without failing a request.
 
-A new bundle is loaded and validated beside the old one (checksums, shapes, a smoke query),
-then swapped in with one reference assignment. A request reads `store.current` once at its
-start, so requests in flight finish on the bundle they started with. A refused bundle is
-logged and counted; the old one keeps serving.
+A new bundle is loaded and validated beside the old one (checksums, shapes, contents, a
+smoke query), then swapped in with one reference assignment. A request reads
+`store.current` once at its start, so requests in flight finish on the bundle they started
+with. A refused bundle is logged, counted and reported by /readyz (`refusal`); the old one
+keeps serving.
+
+Each accepted bundle is remembered in ART/accepted/<server_id> (shared.bundle). A worker
+that starts with nothing to serve while CURRENT names a bundle it refuses (a bad publish,
+a missing or half-copied run) serves that last accepted bundle instead of answering 503,
+as its siblings that were running before the bad publish still do, and keeps reporting the
+refusal.
 
 Workers learn about a new bundle by polling ART/CURRENT every `reload_poll_seconds`, and
 about an admin reload in a sibling worker through an epoch file in the runtime directory.
@@ -13,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +33,7 @@ from online import metrics, retrieval
 from online.bundle_loader import LoadedBundle, load_bundle
 from online.config import ServiceConfig
 from online.scoring import ScoreInput
-from shared.bundle import read_current, run_dir
+from shared.bundle import accepted_file, read_accepted, read_current, run_dir, write_accepted
 from shared.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -41,9 +50,26 @@ class ReloadResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """The bundle CURRENT names and this worker refused (None: CURRENT itself was missing or
+    unreadable), and why: what /readyz reports while the worker serves another one."""
+
+    run_id: str | None
+    error: str
+
+
+def default_server_id(port: int) -> str:
+    """<hostname>-<port>, with any character a file name should not hold replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{socket.gethostname()}-{port}").lstrip(".-_") or (
+        f"server-{port}"
+    )
+
+
 class BundleStore:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
+        self.server_id = config.server_id or default_server_id(config.port)
         self._current: LoadedBundle | None = None
         self._load_lock = threading.Lock()  # serialises loads; reads never take it
         self._started = False
@@ -51,6 +77,9 @@ class BundleStore:
         self._stop = threading.Event()
         self._epoch_seen = self._read_epoch()
         self.last_error: str | None = None
+        # Set while CURRENT names a bundle this worker refused; cleared once it serves what
+        # CURRENT names (loaded, or CURRENT pointed back at the served one).
+        self.refusal: Refusal | None = None
 
     @property
     def current(self) -> LoadedBundle | None:
@@ -82,10 +111,13 @@ class BundleStore:
         try:
             run_id = read_current(artifacts)
         except OSError as exc:
-            return self._refuse(None, f"cannot read CURRENT: {exc}")
+            return self._fall_back(self._refuse(None, f"cannot read CURRENT: {exc}"))
         if run_id is None:
-            return self._refuse(None, f"no published bundle: {artifacts}/CURRENT is missing")
+            return self._fall_back(
+                self._refuse(None, f"no published bundle: {artifacts}/CURRENT is missing")
+            )
         if run_id == serving:
+            self.refusal = None  # CURRENT names the served bundle again (a rollback)
             return ReloadResult("unchanged", run_id, serving)
         if run_id in self._refused and not force:
             return ReloadResult("refused", run_id, serving, self._refused[run_id])
@@ -93,11 +125,17 @@ class BundleStore:
         try:
             bundle = self._load(run_dir(artifacts, run_id))
         except Exception as exc:  # any failure refuses the bundle; the old one keeps serving
-            return self._refuse(run_id, str(exc))
-        previous = self._current
-        self._current = bundle  # the swap: one reference assignment
+            return self._fall_back(self._refuse(run_id, str(exc)))
+        self._swap(bundle, started)
         self._refused.pop(run_id, None)
         self.last_error = None
+        self.refusal = None
+        self._remember(run_id)
+        return ReloadResult("loaded", run_id, run_id)
+
+    def _swap(self, bundle: LoadedBundle, started: float) -> None:
+        previous = self._current
+        self._current = bundle  # the swap: one reference assignment
         metrics.RELOADS.labels("loaded").inc()
         metrics.BUNDLE_LOAD_SECONDS.set(time.perf_counter() - started)
         metrics.set_bundle_info(
@@ -105,17 +143,67 @@ class BundleStore:
             bundle.scorer.name,
             (previous.run_id, previous.scorer.name) if previous else None,
         )
-        log.info("bundle swapped", extra={"run_id": run_id, "previous": serving})
-        return ReloadResult("loaded", run_id, run_id)
+        log.info(
+            "bundle swapped",
+            extra={"run_id": bundle.run_id, "previous": previous.run_id if previous else None},
+        )
 
     def _refuse(self, run_id: str | None, error: str) -> ReloadResult:
         if run_id is not None:
             self._refused[run_id] = error
         self.last_error = error
+        self.refusal = Refusal(run_id, error)
         metrics.RELOADS.labels("refused").inc()
         log.error("bundle refused", extra={"run_id": run_id, "error": error})
         serving = self._current.run_id if self._current else None
         return ReloadResult("refused", run_id, serving, error)
+
+    # --- the last accepted bundle ---------------------------------------------------------
+
+    def _remember(self, run_id: str) -> None:
+        """Record run_id as this server's last accepted bundle. A failure to write it costs
+        only the fallback of a later restart, never this swap: logged, not raised."""
+        try:
+            write_accepted(self.config.artifacts, self.server_id, run_id)
+        except OSError as exc:
+            log.warning(
+                "cannot record the accepted bundle",
+                extra={"run_id": run_id, "path": str(self._accepted_path), "error": str(exc)},
+            )
+
+    @property
+    def _accepted_path(self) -> Path:
+        return accepted_file(self.config.artifacts, self.server_id)
+
+    def _fall_back(self, refused: ReloadResult) -> ReloadResult:
+        """With nothing served yet (a worker starting, or restarted, after a bad publish),
+        serve this server's last accepted bundle; the refusal stays reported."""
+        if self._current is not None:
+            return refused
+        try:
+            accepted = read_accepted(self.config.artifacts, self.server_id)
+        except OSError as exc:
+            log.error("cannot read the accepted-bundle record",
+                      extra={"path": str(self._accepted_path), "error": str(exc)})  # fmt: skip
+            return refused
+        if accepted is None or accepted == refused.run_id:
+            return refused  # nothing else to serve: 503 with the refusal's reason
+        started = time.perf_counter()
+        try:
+            bundle = self._load(run_dir(self.config.artifacts, accepted))
+        except Exception as exc:  # the record's run is gone or broken too: still nothing
+            error = f"{refused.error}; last accepted bundle {accepted} refused too: {exc}"
+            self.last_error = error
+            self.refusal = Refusal(refused.run_id, error)
+            metrics.RELOADS.labels("refused").inc()
+            log.error("last accepted bundle refused", extra={"run_id": accepted, "error": str(exc)})
+            return ReloadResult("refused", refused.run_id, None, error)
+        self._swap(bundle, started)
+        log.warning(
+            "serving the last accepted bundle: CURRENT's was refused",
+            extra={"run_id": accepted, "refused": refused.run_id, "error": refused.error},
+        )
+        return ReloadResult("refused", refused.run_id, accepted, refused.error)
 
     def _load(self, path: Path) -> LoadedBundle:
         cfg = self.config

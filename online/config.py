@@ -63,6 +63,12 @@ class ServiceConfig(BaseModel):
     log_level: str = "INFO"
     # Shared by the workers of one server: an admin reload in one tells the others.
     runtime_dir: Path | None = None
+    # Names this server's record of its last accepted bundle, ART/accepted/<server_id>
+    # (docs/service.md); None: "<hostname>-<port>". Unique per server on one ART.
+    server_id: str | None = Field(
+        None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="name of this server's accepted-bundle record (default <hostname>-<port>)",
+    )
     # Deterministic switch for tests and drills: every budgeted stage is skipped.
     force_fallback: bool = False
     # The served-request log the nightly run loads into the warehouse (docs/warehouse.md).

@@ -1,4 +1,9 @@
-"""Liveness and readiness: /healthz says the process answers, /readyz that it can serve."""
+"""Liveness and readiness: /healthz says the process answers, /readyz that it can serve.
+
+/readyz also reports a refusal: while CURRENT names a bundle this worker refused, `refused`
+holds that run id and the reason, beside the bundle it serves instead (200) or the reason
+it serves none (503). `refused` is null when the worker serves what CURRENT names.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,13 @@ def healthz() -> dict[str, Any]:
 def readyz() -> tuple[dict[str, Any], int]:
     store = get_service().store
     bundle = store.current
+    refusal = store.refusal
+    refused = None if refusal is None else {"run_id": refusal.run_id, "error": refusal.error}
     if bundle is None:
-        return {"ready": False, "bundle": None, "error": store.last_error}, 503
-    return {"ready": True, "bundle": bundle.run_id, "scorer": bundle.scorer.name}, 200
+        return {"ready": False, "bundle": None, "error": store.last_error, "refused": refused}, 503
+    return {
+        "ready": True,
+        "bundle": bundle.run_id,
+        "scorer": bundle.scorer.name,
+        "refused": refused,
+    }, 200

@@ -99,8 +99,16 @@ class ReloadResponse(BaseModel):
     error: str | None = None
 
 
+class RefusedBundle(BaseModel):
+    run_id: str | None = Field(description="the run CURRENT names (null: CURRENT unreadable)")
+    error: str
+
+
 class ReadyResponse(BaseModel):
     ready: bool
     bundle: str | None
     scorer: str | None = None
     error: str | None = None
+    refused: RefusedBundle | None = Field(
+        None, description="set while CURRENT names a bundle this worker refused"
+    )

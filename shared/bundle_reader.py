@@ -13,9 +13,10 @@ bundles are two objects (an A/B split serves both side by side).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -23,12 +24,15 @@ import pyarrow.parquet as pq
 
 from shared import bundle_layout as layout
 from shared.bundle import GLOBAL_SEGMENT, BundleManifest, verify_bundle
+from shared.bundle_contents import check_contents, id_column_problems
 from shared.candidate_arrays import CandidateArrays
 from shared.errors import BundleError
 from shared.feature_arrays import load_feature_arrays
 from shared.features import FeatureArrays
 from shared.recommendation_arrays import RecommendationArrays
 from shared.sources import POPULAR, PRECOMPUTED
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +144,7 @@ def _read(path: Path, columns: list[str]) -> pa.Table:
 def _items(path: Path) -> dict[str, Any]:
     table = _read(path / layout.ITEMS, ["item_idx", "item_id", "title", "genres", "available_regions"])
     idx = table.column("item_idx").to_numpy().astype(np.int64)
+    _refuse_ids(layout.ITEMS, "item_idx", idx)
     n = int(idx.max()) + 1 if len(idx) else 0
     item_ids = np.empty(n, dtype=object)
     item_ids[idx] = table.column("item_id").cast(pa.string()).to_pylist()
@@ -178,12 +183,20 @@ def _items(path: Path) -> dict[str, Any]:
 def _users(path: Path) -> dict[str, Any]:
     table = _read(path / layout.USERS, ["user_idx", "user_id", "region"])
     idx = table.column("user_idx").to_numpy().astype(np.int64)
+    _refuse_ids(layout.USERS, "user_idx", idx)
     n = int(idx.max()) + 1 if len(idx) else 0
     regions: list[str | None] = [None] * n
     for i, region in zip(idx, table.column("region").to_pylist(), strict=True):
         regions[i] = region
     ids = table.column("user_id").cast(pa.string()).to_pylist()
     return {"user_index": dict(zip(ids, map(int, idx), strict=True)), "user_region": regions}
+
+
+def _refuse_ids(file: str, column: str, idx: np.ndarray) -> None:
+    """A negative or repeated index would silently overwrite another row when placed."""
+    problems = id_column_problems(file, column, idx)
+    if problems:
+        raise BundleError("; ".join(problems))
 
 
 def _popular(path: Path) -> dict[str, ItemList]:
@@ -240,10 +253,15 @@ def _check_shapes(data: BundleData) -> None:
 
 def read_bundle(path: Path, verify_checksums: bool = True) -> BundleData:
     """Verify (shared.bundle.verify_bundle) and read a run directory; BundleError, with the
-    reason, for anything that makes it unusable."""
+    reason, for anything that makes it unusable: checksums, shapes (_check_shapes) and
+    contents (shared.bundle_contents: finite factors and scores, item ids in the catalogue,
+    sound CSR arrays)."""
     manifest = verify_bundle(path, check_checksums=verify_checksums)
-    items = _items(path)
-    users = _users(path)
+    try:
+        items = _items(path)
+        users = _users(path)
+    except BundleError as exc:
+        raise BundleError(f"bundle {manifest.run_id}: {exc}") from exc
     try:
         item_factors, user_factors, seen_indptr, seen_indices = (
             np.asarray(np.load(path / name, mmap_mode="r"))
@@ -262,12 +280,21 @@ def read_bundle(path: Path, verify_checksums: bool = True) -> BundleData:
         user_factors=user_factors,
         seen_indptr=seen_indptr,
         seen_indices=seen_indices,
-        lists=RecommendationArrays.load(path, len(users["user_region"])),
-        candidates=CandidateArrays.load(path),
-        popular=_popular(path),
+        lists=_named(manifest, RecommendationArrays.load, path, len(users["user_region"])),
+        candidates=_named(manifest, CandidateArrays.load, path),
+        popular=_named(manifest, _popular, path),
         features=features,
         ranker=ranker,
         ranker_problem=ranker_problem,
     )
     _check_shapes(data)
+    check_contents(data)
     return data
+
+
+def _named(manifest: BundleManifest, read: Callable[..., T], *args: Any) -> T:
+    """read(*args), its BundleError prefixed with the bundle's run id."""
+    try:
+        return read(*args)
+    except BundleError as exc:
+        raise BundleError(f"bundle {manifest.run_id}: {exc}") from exc

@@ -10,15 +10,25 @@ Structure the tests rely on:
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from shared import bundle_layout as layout
-from shared.bundle import GLOBAL_SEGMENT, IndexInfo, run_dir, write_current
+from shared.bundle import (
+    GLOBAL_SEGMENT,
+    IndexInfo,
+    checksum_tree,
+    load_manifest,
+    run_dir,
+    write_current,
+)
 from shared.bundle_writer import BundleWriter, CandidateChunks
 
 SEEN_PER_USER = 5
@@ -232,3 +242,39 @@ def corrupt(bundle: Path, name: str = layout.ITEM_FACTORS) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def resign(bundle: Path) -> None:
+    """Record the checksums of the bundle's files as they are now, as a publish of these
+    files would: what a tampered or hand-repaired bundle looks like to the service."""
+    manifest = load_manifest(bundle).model_copy(update={"files": checksum_tree(bundle)})
+    (bundle / layout.MANIFEST).write_text(manifest.model_dump_json())
+
+
+def rewrite_array(bundle: Path, name: str, change: Callable[[np.ndarray], None]) -> None:
+    """Load one .npy of the bundle, change it in place, save it and re-sign the bundle."""
+    path = bundle / name
+    array = np.load(path)
+    change(array)
+    np.save(path, array)
+    resign(bundle)
+
+
+def rewrite_table(bundle: Path, name: str, change: Callable[[pa.Table], pa.Table]) -> None:
+    """Replace one Parquet table of the bundle with change(table) and re-sign the bundle."""
+    path = bundle / name
+    pq.write_table(change(pq.read_table(path)), path)
+    resign(bundle)
+
+
+def half_copy(
+    source: Path, target: Path, drop: str | None = None, truncate: str | None = None
+) -> None:
+    """What an interrupted copy leaves: the manifest and the other files, `drop` missing
+    and `truncate` cut to half its size."""
+    shutil.copytree(source, target)
+    if drop is not None:
+        (target / drop).unlink()
+    if truncate is not None:
+        path = target / truncate
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
