@@ -15,7 +15,14 @@ from pathlib import Path
 from batch.publish import warehouse_build
 from batch.stages import RunOutputs
 from batch.stages.outputs import WORK_DIR, work_dir
-from shared.bundle import RUNS_DIR, read_current, run_dir, verify_bundle, write_current
+from shared.bundle import (
+    RUNS_DIR,
+    accepted_runs,
+    read_current,
+    run_dir,
+    verify_bundle,
+    write_current,
+)
 from shared.bundle_layout import MANIFEST
 from shared.errors import BundleError
 
@@ -31,10 +38,12 @@ def list_runs(artifacts: Path) -> list[str]:
 
 
 def prune_runs(artifacts: Path, keep: int) -> list[str]:
-    """Delete all but the newest `keep` runs; never the CURRENT one."""
-    current = read_current(artifacts)
+    """Delete all but the newest `keep` runs; never the CURRENT one, nor one a server
+    recorded as the last it accepted (ART/accepted/<server_id>): after nights of refused
+    publishes that is what a restarting worker serves."""
+    protected = {read_current(artifacts), *accepted_runs(artifacts).values()}
     runs = list_runs(artifacts)
-    doomed = [r for r in runs[: max(0, len(runs) - keep)] if r != current]
+    doomed = [r for r in runs[: max(0, len(runs) - keep)] if r not in protected]
     for name in doomed:
         shutil.rmtree(run_dir(artifacts, name), ignore_errors=True)
     return doomed
