@@ -69,8 +69,18 @@ class CandidateConfig(_Frozen):
     cooc_neighbors: int = Field(50, ge=5, description="neighbours kept per item")
     cooc_min_count: int = Field(2, ge=1)
     trending_days: int = Field(30, ge=1)
+    # EASE (shared/ease.py): a dense N x N inverse, N the most interacted items. 20,000
+    # float32 is 1.6 GB per matrix (Gram, inverse): what a 60k-item catalogue gets here.
+    ease_k: int = Field(300, ge=10)
+    ease_max_items: int = Field(20_000, ge=10, description="items EASE covers (most interacted)")
+    ease_min_count: int = Field(5, ge=1, description="interactions an item needs to be covered")
+    ease_lambda: float | None = Field(
+        None, gt=0.0, description="fixed λ; None: tuned on the ranker window every run"
+    )
+    ease_lambda_grid: tuple[float, ...] = Field((100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0))
+    ease_tune_users: int = Field(3000, ge=10, description="users of the ranker window scoring λ")
     source_weights: dict[str, float] = Field(
-        default_factory=lambda: {"ann": 1.0, "cooc": 1.0, "popular": 0.3}
+        default_factory=lambda: {"ann": 1.0, "cooc": 1.0, "ease": 1.0, "popular": 0.3}
     )
 
 

@@ -132,6 +132,7 @@ class Tuned:
     lam: float
     ndcg: float
     by_lambda: dict[float, float]
+    weights: np.ndarray  # solve(gram, lam): the search computed it already
 
 
 def tune_lambda(gram: np.ndarray, train_cols: Sequence[np.ndarray], held_out: Sequence[np.ndarray],
@@ -139,7 +140,12 @@ def tune_lambda(gram: np.ndarray, train_cols: Sequence[np.ndarray], held_out: Se
     """The λ of `grid` whose weights (from `gram`, the training part's Gram) give the best
     mean nDCG@10 on the held-out part (ties: the smaller λ, the first in grid order)."""
     by_lambda: dict[float, float] = {}
+    best, best_weights = float(grid[0]), None
     for lam in grid:
-        by_lambda[float(lam)] = mean_ndcg(solve(gram, lam), train_cols, held_out, n_relevant)
-    best = max(by_lambda, key=lambda lam: (by_lambda[lam], -grid.index(lam)))
-    return Tuned(best, by_lambda[best], by_lambda)
+        weights = solve(gram, lam)
+        by_lambda[float(lam)] = mean_ndcg(weights, train_cols, held_out, n_relevant)
+        if best_weights is None or by_lambda[float(lam)] > by_lambda[best]:
+            best, best_weights = float(lam), weights
+        del weights
+    assert best_weights is not None, "an empty grid"
+    return Tuned(best, by_lambda[best], by_lambda, best_weights)
