@@ -97,6 +97,15 @@ class RankerConfig(_Frozen):
         "the training sample is drawn from them",
     )
     max_negatives_per_user: int = Field(300, ge=10, description="candidates kept per user")
+    label_protocol: Literal["same", "mixed"] = Field(
+        "mixed", description="how the ranker window's labels are held out: the evaluation "
+        "split's protocol, or half newest + half random (docs/quality.md)",
+    )
+    time_feature_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="training only: share of rows whose time-context features are set to "
+        "their training mean, so the model cannot lean on them alone",
+    )
     val_share: float = Field(0.2, gt=0.0, lt=1.0, description="users held out for stopping")
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(4, ge=1)
