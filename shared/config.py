@@ -23,7 +23,10 @@ class ValidationConfig(_Frozen):
 
 
 class SplitConfig(_Frozen):
-    protocol: Literal["temporal", "random", "cutoff"] = "temporal"
+    # mixed: per user, half the held-out share newest by time, half random among the older
+    # rest: the run's own metrics, its tuned weights and its re-ranked/fused choice then
+    # reward both "what comes next" and "what this user likes" (docs/quality.md).
+    protocol: Literal["mixed", "temporal", "random", "cutoff"] = "mixed"
     test_share: float = Field(0.25, gt=0.0, lt=1.0)
     cutoff: str | None = Field(None, description="ISO date, for protocol=cutoff")
     min_user_events: int = Field(2, ge=2, description="users with fewer events are train-only")

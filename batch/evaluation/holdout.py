@@ -167,7 +167,7 @@ LIST_LABELS: dict[str, str] = {
     "fused": "the run's candidates, fused order",
     **{s: f"the run's `{s}` source alone" for s in SOURCES},
     "popularity": "popularity over all training data",
-    "ease": "EASE baseline (λ tuned on an inner split)",
+    "ease_baseline": "EASE baseline (λ tuned on an inner split)",
 }
 
 
@@ -197,7 +197,8 @@ def evaluate_holdout(settings: HoldoutSettings) -> dict[str, Any]:
     with _step("popularity"):
         lists["popularity"] = scoring.popularity_lists(data.train, users)
     with _step("EASE baseline (inner split, λ grid, fit)"):
-        lists["ease"], ease_info = _ease_baseline(settings, data, users)
+        # not "ease": that is the run's own source
+        lists["ease_baseline"], ease_info = _ease_baseline(settings, data, users)
     with _step("score"):
         metrics = {label: scoring.score(frame, data.held_out, data.train)
                    for label, frame in lists.items()}
@@ -207,7 +208,7 @@ def evaluate_holdout(settings: HoldoutSettings) -> dict[str, Any]:
         "config": json.loads(settings.config.read_text()) if settings.config else {},
         "train_interactions": len(data.train), "held_out_interactions": len(data.held_out),
         "users_evaluated": len(users), "run_date": run_date.isoformat(), "gate": gate,
-        "lists": metrics, "ease": ease_info, "run": _run_summary(work),
+        "lists": metrics, "ease_baseline": ease_info, "run": _run_summary(work),
     }
     settings.out.mkdir(parents=True, exist_ok=True)
     (settings.out / f"{name}.json").write_text(json.dumps(report, indent=2, sort_keys=True))
@@ -248,7 +249,7 @@ def markdown(report: dict[str, Any]) -> str:
     for label, m in report["lists"].items():
         lines.append(f"| {LIST_LABELS.get(label, label)} | {m[f'ndcg@{k}']:.4f} | "
                      f"{m[f'precision@{k}']:.4f} | {m[f'recall@{k}']:.4f} | {m[f'map@{k}']:.4f} |")
-    e = report["ease"]
+    e = report["ease_baseline"]
     lines += ["", f"EASE baseline: λ = {e['lambda']:g} (inner split), {e['items']} items covering "
               f"{e['interaction_share']:.1%} of the training interactions."]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 temporal: per user, the last `test_share` of their interactions by time are held out.
 random:   per user, a seeded random `test_share` is held out (the MS Recommenders protocol).
+mixed:    per user, half of `test_share` newest by time, half seeded random among the rest.
 cutoff:   everything at or after a global cutoff date is held out.
 Held-out items the user also has in training are dropped from the test set, because
 items seen in training are never recommended.
@@ -19,6 +20,8 @@ from shared.config import SplitConfig
 
 def split(interactions: DataFrame, config: SplitConfig) -> tuple[DataFrame, DataFrame]:
     """interactions(user_idx, item_idx, ts, ...) -> (train, test(user_idx, item_idx))."""
+    if config.protocol == "mixed":
+        return split_mixed(interactions, config)
     if config.protocol == "cutoff":
         if not config.cutoff:
             raise ValueError("split.cutoff (an ISO date) is required with protocol=cutoff")
