@@ -125,6 +125,15 @@ def _rewrite_fused(spark: SparkSession, path: Path, weights: dict[str, float]) -
     tmp.rename(path)
 
 
+def _without_timings(info: dict[str, object]) -> dict[str, object]:
+    """EASE's info for the metrics: a wall-clock time is no quality metric and differs
+    between identical reruns (candidates/ease.json keeps the times)."""
+    variants = info.get("variants", {})
+    assert isinstance(variants, dict)
+    return {**info, "variants": {v: {k: x for k, x in d.items() if not k.endswith("_seconds")}
+                                 for v, d in variants.items()}}
+
+
 def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     out = ctx.outputs.candidates
     item_ids = pq.read_table(ctx.outputs.embeddings.items, columns=["item_idx"]).column(0)
@@ -150,6 +159,6 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     fused_rank = evaluate.rank_lists(merged, "fused_score", max(RECALL_CUTOFFS))
     got = evaluate.candidate_recall(fused_rank, "rank", test, RECALL_CUTOFFS)
     recall["merged"] = {f"recall@{n}": v for n, v in got.items()}
-    report: dict[str, object] = {"candidate_recall": recall, "ease": ease.info}
+    report: dict[str, object] = {"candidate_recall": recall, "ease": _without_timings(ease.info)}
     write_json(out.recall, report)
     return {**report, "fusion_weights": weights}
