@@ -12,7 +12,7 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: setup test test-fast lint typecheck demo airflow serve bench bench-tools lock clean check-java
+.PHONY: setup test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
 setup: $(STAMP)
 
@@ -73,3 +73,18 @@ lock:
 
 clean:
 	rm -rf $(VENV) artifacts .airflow
+
+# Ranking quality on an external hold-out (docs/quality.md): ml-latest-small split per user,
+# both protocols, default config and the protocol-matched one; results in bench/results/quality/.
+QUALITY_DATA ?= $(CURDIR)/../shared/datasets/ml-latest-small
+QUALITY_WORK ?= /tmp/recsys-quality
+QUALITY_OUT ?= bench/results/quality
+bench-quality: setup
+	@for proto in random temporal; do \
+	  echo "{\"split\": {\"protocol\": \"$$proto\"}}" > $(QUALITY_WORK)-$$proto.json; \
+	  nice -n 19 $(BIN)/recsys evaluate-holdout --data $(QUALITY_DATA) --protocol $$proto \
+	    --work $(QUALITY_WORK)/$$proto-default --out $(QUALITY_OUT) --name $$proto-default || exit 1; \
+	  nice -n 19 $(BIN)/recsys evaluate-holdout --data $(QUALITY_DATA) --protocol $$proto \
+	    --config $(QUALITY_WORK)-$$proto.json --work $(QUALITY_WORK)/$$proto-matched \
+	    --out $(QUALITY_OUT) --name $$proto-matched || exit 1; \
+	done

@@ -18,6 +18,10 @@ def register_batch(app: typer.Typer) -> None:
     from batch.pipeline.cli import batch_app
 
     app.add_typer(batch_app, name="batch")
+    # Next to the batch commands: it runs the pipeline on a split of the data.
+    from batch.evaluation.cli import evaluate_holdout
+
+    app.command("evaluate-holdout")(evaluate_holdout)
 
 
 def register_report(app: typer.Typer) -> None:

@@ -23,7 +23,10 @@ class ValidationConfig(_Frozen):
 
 
 class SplitConfig(_Frozen):
-    protocol: Literal["temporal", "random", "cutoff"] = "temporal"
+    # mixed: per user, half the held-out share newest by time, half random among the older
+    # rest: the run's own metrics, its tuned weights and its re-ranked/fused choice then
+    # reward both "what comes next" and "what this user likes" (docs/quality.md).
+    protocol: Literal["mixed", "temporal", "random", "cutoff"] = "mixed"
     test_share: float = Field(0.25, gt=0.0, lt=1.0)
     cutoff: str | None = Field(None, description="ISO date, for protocol=cutoff")
     min_user_events: int = Field(2, ge=2, description="users with fewer events are train-only")
@@ -69,8 +72,18 @@ class CandidateConfig(_Frozen):
     cooc_neighbors: int = Field(50, ge=5, description="neighbours kept per item")
     cooc_min_count: int = Field(2, ge=1)
     trending_days: int = Field(30, ge=1)
+    # EASE (shared/ease.py): a dense N x N inverse, N the most interacted items. 20,000
+    # float32 is 1.6 GB per matrix (Gram, inverse): what a 60k-item catalogue gets here.
+    ease_k: int = Field(300, ge=10)
+    ease_max_items: int = Field(20_000, ge=10, description="items EASE covers (most interacted)")
+    ease_min_count: int = Field(5, ge=1, description="interactions an item needs to be covered")
+    ease_lambda: float | None = Field(
+        None, gt=0.0, description="fixed λ; None: tuned on the ranker window every run"
+    )
+    ease_lambda_grid: tuple[float, ...] = Field((100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0))
+    ease_tune_users: int = Field(3000, ge=10, description="users of the ranker window scoring λ")
     source_weights: dict[str, float] = Field(
-        default_factory=lambda: {"ann": 1.0, "cooc": 1.0, "popular": 0.3}
+        default_factory=lambda: {"ann": 1.0, "cooc": 1.0, "ease": 1.0, "popular": 0.3}
     )
 
 
@@ -87,6 +100,15 @@ class RankerConfig(_Frozen):
         "the training sample is drawn from them",
     )
     max_negatives_per_user: int = Field(300, ge=10, description="candidates kept per user")
+    label_protocol: Literal["same", "mixed"] = Field(
+        "mixed", description="how the ranker window's labels are held out: the evaluation "
+        "split's protocol, or half newest + half random (docs/quality.md)",
+    )
+    time_feature_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="training only: share of rows whose time-context features are set to "
+        "their training mean, so the model cannot lean on them alone",
+    )
     val_share: float = Field(0.2, gt=0.0, lt=1.0, description="users held out for stopping")
     max_epochs: int = Field(40, ge=1)
     patience: int = Field(4, ge=1)

@@ -72,6 +72,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("log_share_at_user_time", 0.0, "log of the item's share of that bucket's events"),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
+TIME_CONTEXT: tuple[str, ...] = ("item_first_vs_user", "item_last_vs_user",
+                                 "log_pop_at_user_time", "log_share_at_user_time")
 N_FEATURES = len(FEATURES)
 DEFAULTS = np.array([f.default for f in FEATURES], dtype=FEATURE_DTYPE)
 _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}

@@ -3,7 +3,8 @@ one bitmask scheme that says which sources proposed an item.
 
 The nightly run proposes candidates from SOURCES, in this order. The order is the column
 order of every per-source array (candidate_scores/ranks.npy, the re-ranker's
-score_*/rr_* features). A new source is added here first; everything else reads this tuple.
+score_*/rr_* features). A new source is added here first, in alphabetical order (the order
+the candidates' `sources` lists are in); everything else reads this tuple.
 
 Bitmasks: bit b stands for ALL_SOURCES[b], everywhere. ALL_SOURCES is SOURCES followed by
 the service's own sources (SERVICE_SOURCES), so bit b = SOURCES[b] for the batch sources:
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cache
 
-SOURCES: tuple[str, ...] = ("ann", "cooc", "popular")
+SOURCES: tuple[str, ...] = ("ann", "cooc", "ease", "popular")  # alphabetical: see merge
 SCORE_COLUMNS: tuple[str, ...] = tuple(f"score_{s}" for s in SOURCES)
 RANK_COLUMNS: tuple[str, ...] = tuple(f"rank_{s}" for s in SOURCES)
 
@@ -40,7 +41,7 @@ def bit(source: str) -> int:
         raise ValueError(f"unknown source {source!r}; known: {ALL_SOURCES}") from None
 
 
-ANN, COOC, POPULAR = (bit(s) for s in SOURCES)
+ANN, COOC, EASE, POPULAR = (bit(s) for s in SOURCES)
 PRECOMPUTED, RECENT, CALLER = (bit(s) for s in SERVICE_SOURCES)
 BATCH_MASK = (1 << len(SOURCES)) - 1  # the bits the nightly run may set
 

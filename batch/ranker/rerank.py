@@ -5,7 +5,9 @@ the eval variant's arrays); int8 ships when its nDCG@10 on the evaluation split 
 `ranker.parity_tolerance` (relative) of fp32's, else fp32 ships and the spec says why. The
 full variant's candidates, the published lists, are then scored by the shipped model only.
 The ranker never saw the evaluation split: it was trained one window earlier (see
-docs/reranker.md), so choosing fp32 vs int8 on it is the only use of those labels here.
+docs/reranker.md), so choosing fp32 vs int8 on it, and then the re-ranked vs the fused order
+(`choose_order`: lists never worse than their own input), are the only uses of those labels
+here. The spec says which order the lists have (`"lists": "reranked" | "fused"`, and why).
 """
 
 from __future__ import annotations
@@ -53,6 +55,18 @@ def _spearman(scored: DataFrame) -> dict[str, float]:
     }
 
 
+def choose_order(reranked: dict[str, float], fused: dict[str, float] | None,
+                 metric: str = "ndcg@10") -> tuple[str, str]:
+    """("reranked" | "fused", why): the re-ranked order unless the fused order it reorders
+    is better on the evaluation split (a tie keeps the re-ranked one)."""
+    if fused is None:
+        return "reranked", "no fused lists to compare with"
+    ours, theirs = float(reranked[metric]), float(fused[metric])
+    if ours >= theirs:
+        return "reranked", f"re-ranked {metric} {ours:.4f} >= fused {theirs:.4f}"
+    return "fused", f"re-ranked {metric} {ours:.4f} < fused {theirs:.4f} on the evaluation split"
+
+
 def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object]:
     """Write rank/<variant>/reranked*.parquet and rank/ranker_spec.json; return the summary
     with the paths of the lists to publish, or the reason the fused order stays."""
@@ -94,6 +108,12 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
               "relative_drop": relative_drop, "tolerance": cfg.parity_tolerance,
               "passed": passed, "int8_method": report["int8_method"], **_spearman(scored)}
 
+    fused_path = out.fused("eval")
+    fused_quality = (evaluate.ranking_metrics(spark.read.parquet(str(fused_path)), test, EVAL_K)
+                     if fused_path.exists() else None)
+    order, order_reason = choose_order(quality[shipped], fused_quality)
+    log.info("ranker: lists in %s order (%s)", order, order_reason)
+
     full = spark.read.parquet(str(ctx.outputs.candidates.merged("full")))
     # Every user: the top k is picked inside the scoring tasks (no shuffle of all scored rows).
     ranked_lists(full, features.arrays("full"), blobs[shipped], parts, top_k) \
@@ -102,11 +122,13 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     spec = {
         "model": FP32 if shipped == "fp32" else INT8, "input": INPUT_NAME, "output": OUTPUT_NAME,
         "features": list(FEATURE_NAMES), "parity": parity, "shipped": shipped,
-        "fp32_reason": why, "training": {k: v for k, v in dict(report["training"]).items()
+        "fp32_reason": why, "lists": order, "lists_reason": order_reason, "training": {k: v for k, v in dict(report["training"]).items()
                                          if k != "train_seconds"},
     }
     write_json(spec_path, spec)
     log.info("ranker: shipping %s (nDCG@10 fp32 %.4f, int8 %.4f)", shipped, fp32_ndcg, int8_ndcg)
+    lists = ({"eval": str(out.reranked_eval(shipped)), "full": str(out.reranked_full)}
+             if order == "reranked" else {})  # none: the rank stage publishes the fused order
     return {"status": "reranked", "shipped": shipped, "parity": parity, "quality": quality,
-            "lists": {"eval": str(out.reranked_eval(shipped)),
-                      "full": str(out.reranked_full)}}
+            "fused_quality": fused_quality, "order": order, "order_reason": order_reason,
+            "lists": lists}

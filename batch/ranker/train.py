@@ -19,6 +19,7 @@ import torch
 
 from batch.ranker.model import Ranker
 from shared.config import RankerConfig
+from shared.features import FEATURE_NAMES, TIME_CONTEXT
 from shared.metrics import grouped_ndcg
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,11 @@ def train_ranker(data: TrainingData, cfg: RankerConfig) -> tuple[Ranker, dict[st
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate,
                                  weight_decay=cfg.weight_decay)
     x_train = torch.from_numpy(np.ascontiguousarray(train.x, np.float32))
+    # Time-context dropout: those rows see the training mean of the time features (0 after
+    # the model's standardisation), so "where the item stood at the user's last event"
+    # cannot carry the ranking alone. Training only; the exported model is unchanged.
+    time_cols = torch.tensor([FEATURE_NAMES.index(f) for f in TIME_CONTEXT], dtype=torch.long)
+    time_means = torch.from_numpy(mean[time_cols.numpy()].astype(np.float32))
     best_ndcg, best_epoch, best_state = -1.0, 0, model.state_dict()
     history: list[float] = []
     start = time.perf_counter()
@@ -88,7 +94,11 @@ def train_ranker(data: TrainingData, cfg: RankerConfig) -> tuple[Ranker, dict[st
         groups = groups[rng.permutation(len(groups))]
         for lo in range(0, len(groups), cfg.batch_size):
             idx = torch.from_numpy(groups[lo:lo + cfg.batch_size])
-            logits = model(x_train[idx.reshape(-1)]).reshape(idx.shape)
+            x = x_train[idx.reshape(-1)]
+            if cfg.time_feature_dropout > 0:
+                drop = torch.from_numpy(rng.random(len(x)) < cfg.time_feature_dropout)
+                x[drop.nonzero(as_tuple=True)[0].unsqueeze(1), time_cols] = time_means
+            logits = model(x).reshape(idx.shape)
             loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(idx), dtype=torch.long))
             optimizer.zero_grad()
             loss.backward()

@@ -11,6 +11,9 @@ Ordering rules (the contract the rest of the pipeline and its tests rely on):
 - co-occurrence: score = sum over the user's `cooc_score_history` newest items of
   sim(item, candidate) / log2(position + 1), position 1 = newest; seen items dropped;
   top k by score descending, item id ascending.
+- EASE: score = sum of the EASE weights B[i, candidate] over the user's items i that EASE
+  covers (shared/ease.py); seen items dropped; top k by score descending, item id
+  ascending; a user without a covered item gets none.
 - popular: the user's segment list (region, else global) in its order, seen dropped, top k.
 - merge: one row per item, the sources that proposed it (alphabetical), each source's
   score and rank (absent: null), and the weighted reciprocal-rank fusion score.
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.cooc import cooc_scores
+from shared.ease import top_unseen
 from shared.fusion import fused_scores, weight_vector
 from shared.sources import SOURCES
 
@@ -50,6 +54,23 @@ class SourceList:
 EMPTY = SourceList(np.empty(0, np.int64), np.empty(0, np.float32))
 
 
+@dataclass(frozen=True)
+class EaseTable:
+    """EASE over N covered items: their item_idx (ascending), each catalogue item's column
+    (-1: not covered) and the weights B [N, N] (memory-mapped in the tasks)."""
+
+    items: np.ndarray
+    columns: np.ndarray
+    weights: np.ndarray
+
+    @classmethod
+    def load(cls, weights_path: str, items_path: str, n_items: int) -> EaseTable:
+        from shared.ease import column_map
+
+        items = np.load(items_path)
+        return cls(items, column_map(items, n_items), np.load(weights_path, mmap_mode="r"))
+
+
 def ann_list(ids: np.ndarray, scores: np.ndarray, seen: np.ndarray, k: int) -> SourceList:
     """The index's answer minus seen items (and FAISS's -1 padding), first k."""
     keep = (ids >= 0) & ~np.isin(ids, seen)
@@ -72,6 +93,17 @@ def cooc_list(recent: np.ndarray, seen: np.ndarray, tables: SourceTables, k: int
     items, totals = items[keep], totals[keep]
     order = np.lexsort((items, -totals))[:k]
     return SourceList(items[order].astype(np.int64), totals[order].astype(np.float32))
+
+
+def ease_list(seen: np.ndarray, table: EaseTable | None, k: int) -> SourceList:
+    if table is None or seen.size == 0:
+        return EMPTY
+    known = seen[seen < table.columns.size]
+    cols = table.columns[known]
+    top = top_unseen(table.weights, cols[cols >= 0], k)
+    if top.cols.size == 0:
+        return EMPTY
+    return SourceList(table.items[top.cols].astype(np.int64), top.scores.astype(np.float32))
 
 
 def popular_list(segment: str, seen: np.ndarray, tables: SourceTables, k: int) -> SourceList:

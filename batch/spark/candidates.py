@@ -1,7 +1,8 @@
 """Stage 6: per-user candidates from several sources, each tagged with source and score.
 
 Sources: ANN over user vectors (FAISS, loaded once per Spark task), item-item
-co-occurrence over recent histories, and decayed popularity per region (with a global
+co-occurrence over recent histories, EASE over whole histories (its weights memory-mapped
+once per task; batch/spark/ease.py fits them), and decayed popularity per region (with a global
 list for users without one). Items the user has seen are excluded from every source.
 The catalogue-sized parts (item neighbours, popular lists) are Spark aggregations over
 all interactions; the per-user part runs inside Spark tasks, one user at a time
@@ -181,11 +182,19 @@ def user_candidates(
     index_path: Path,
     config: CandidateConfig,
     weights: dict[str, float],
+    ease_paths: tuple[Path, Path] | None = None,
 ) -> DataFrame:
     """Merged candidates for every user in `train`, sorted by (user, item) per partition,
-    fused_score with these source weights."""
+    fused_score with these source weights. ease_paths: the EASE weights and items files
+    (None: the source proposes nothing)."""
     spark.sparkContext.addFile(str(index_path))
     index_name = index_path.name
+    ease_names: tuple[str, str] | None = None
+    if ease_paths is not None:
+        for path in ease_paths:
+            spark.sparkContext.addFile(str(path))
+        ease_names = (ease_paths[0].name, ease_paths[1].name)
+    n_items = int(tables.neighbor_indptr.size - 1)
     shared_tables = spark.sparkContext.broadcast(tables)
     weights = dict(weights)
     users = (
@@ -203,9 +212,11 @@ def user_candidates(
         faiss.omp_set_num_threads(1)
         index = faiss.read_index(SparkFiles.get(index_name))
         table = shared_tables.value
+        ease = None if ease_names is None else cs.EaseTable.load(
+            SparkFiles.get(ease_names[0]), SparkFiles.get(ease_names[1]), n_items)
         for pdf in batches:
             if not pdf.empty:
-                yield _candidates_for_batch(pdf, index, table, config, weights)
+                yield _candidates_for_batch(pdf, index, table, config, weights, ease)
 
     proposed = {name: F.col(rank) > 0 for name, rank in zip(SOURCES, RANK_COLUMNS, strict=True)}
     return users.mapInPandas(generate, _TASK_SCHEMA).select(
@@ -223,7 +234,8 @@ def user_candidates(
 
 
 def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables,
-                          config: CandidateConfig, weights: dict[str, float]) -> pd.DataFrame:
+                          config: CandidateConfig, weights: dict[str, float],
+                          ease: cs.EaseTable | None = None) -> pd.DataFrame:
     histories = [np.asarray(h, dtype=np.int64) for h in pdf["history"]]
     has_vector = pdf["vector"].notna().to_numpy()
     ann_rows = np.flatnonzero(has_vector)
@@ -242,6 +254,7 @@ def _candidates_for_batch(pdf: pd.DataFrame, index: Any, tables: cs.SourceTables
             {
                 "ann": cs.ann_list(ann_ids[row], ann_scores[row], seen, config.ann_k),
                 "cooc": cs.cooc_list(seen[: config.cooc_score_history], seen, tables, config.cooc_k),
+                "ease": cs.ease_list(seen, ease, config.ease_k),
                 "popular": cs.popular_list(segment, seen, tables, config.popular_k),
             },
             weights,

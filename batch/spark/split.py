@@ -2,6 +2,7 @@
 
 temporal: per user, the last `test_share` of their interactions by time are held out.
 random:   per user, a seeded random `test_share` is held out (the MS Recommenders protocol).
+mixed:    per user, half of `test_share` newest by time, half seeded random among the rest.
 cutoff:   everything at or after a global cutoff date is held out.
 Held-out items the user also has in training are dropped from the test set, because
 items seen in training are never recommended.
@@ -19,6 +20,8 @@ from shared.config import SplitConfig
 
 def split(interactions: DataFrame, config: SplitConfig) -> tuple[DataFrame, DataFrame]:
     """interactions(user_idx, item_idx, ts, ...) -> (train, test(user_idx, item_idx))."""
+    if config.protocol == "mixed":
+        return split_mixed(interactions, config)
     if config.protocol == "cutoff":
         if not config.cutoff:
             raise ValueError("split.cutoff (an ISO date) is required with protocol=cutoff")
@@ -44,6 +47,34 @@ def split(interactions: DataFrame, config: SplitConfig) -> tuple[DataFrame, Data
             )
             .drop("_pos", "_n")
         )
+    return _parts(tagged)
+
+
+def split_mixed(interactions: DataFrame, config: SplitConfig) -> tuple[DataFrame, DataFrame]:
+    """Both kinds of hold-out at once, per user: the newest half of the held-out share by
+    time, the other half a seeded random draw from the older rest. The re-ranker learns from
+    labels carved this way (ranker.label_protocol = "mixed"), so neither "what comes next"
+    (the time-context features) nor "what this user likes" alone explains them."""
+    per_user = Window.partitionBy("user_idx")
+    n = F.col("_n")
+    n_test = n - F.floor(n * (1 - config.test_share))
+    n_tail = n - F.floor(n * (1 - config.test_share / 2))
+    tagged = (
+        interactions.withColumn("_n", F.count("*").over(per_user))
+        .withColumn("_t", F.row_number().over(per_user.orderBy(F.col("ts"), F.col("item_idx"))))
+        .withColumn("_tail", (n >= config.min_user_events) & (F.col("_t") > n - n_tail))
+        # the older rows first, in a seeded random order: the first n_test - n_tail of them
+        .withColumn("_r", F.row_number().over(per_user.orderBy(
+            F.col("_tail"), F.xxhash64("user_idx", "item_idx", "ts", F.lit(config.seed)))))
+        .withColumn("_test", F.col("_tail") | ((n >= config.min_user_events)
+                                               & (F.col("_r") <= n_test - n_tail)))
+        .drop("_n", "_t", "_tail", "_r")
+    )
+    return _parts(tagged)
+
+
+def _parts(tagged: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(train, test) of rows tagged `_test`; test without the pairs also in train."""
     train = tagged.where(~F.col("_test")).drop("_test")
     test = (
         tagged.where(F.col("_test"))

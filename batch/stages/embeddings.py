@@ -41,7 +41,9 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     rank_split = ctx.config.split
     if rank_split.protocol == "cutoff":
         rank_split = rank_split.model_copy(update={"protocol": "temporal"})
-    rank_train, rank_labels = split.split(read(spark, out.train), rank_split)
+    # "mixed": half the labels the newest events, half random older ones (split_mixed).
+    carve = split.split_mixed if ctx.config.ranker.label_protocol == "mixed" else split.split
+    rank_train, rank_labels = carve(read(spark, out.train), rank_split)
     write(rank_train.orderBy("user_idx", "ts", "item_idx"), out.ranker_train, 4)
     write(rank_labels.orderBy("user_idx", "item_idx"), out.ranker_labels)
     # The maps the bundle needs: only this run's ids, with their stable numbers.

@@ -22,6 +22,7 @@ def _reranker_metrics(ctx: RunContext, spark: SparkSession, test: DataFrame) -> 
     found = {name: evaluate.ranking_metrics(read(spark, path), test, EVAL_K)
              for name, path in lists.items() if path.exists()}
     return {"status": ranker.get("status"), "shipped": ranker.get("shipped", "fused"),
+            "order": ranker.get("order", "fused"), "order_reason": ranker.get("order_reason"),
             "reason": ranker.get("reason"), "parity": ranker.get("parity"), "lists": found}
 
 

@@ -162,6 +162,20 @@ class CandidatesOutputs(StageOutputs):
         """Per-user candidates of every source, merged (one row per user and item)."""
         return self.root / _variant(variant) / "candidates.parquet"
 
+    def ease_weights(self, variant: str) -> Path:
+        """The EASE weights B (float32 [N, N], .npy, memory-mapped by the candidate tasks)."""
+        return self.root / f"ease_weights-{_variant(variant)}.npy"  # one name per variant: SparkFiles
+
+    def ease_items(self, variant: str) -> Path:
+        """The item_idx of EASE's N columns (int64 [N], ascending)."""
+        return self.root / f"ease_items-{_variant(variant)}.npy"
+
+    @property
+    def ease(self) -> Path:
+        """EASE's λ (and how it was chosen), items covered, their share of the interactions,
+        Gram and solve times per variant."""
+        return self.root / "ease.json"
+
     @property
     def recall(self) -> Path:
         """Candidate recall per source and merged, on the evaluation split."""

@@ -16,7 +16,8 @@ from shared.bundle import GLOBAL_SEGMENT
 
 def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     """Ranked lists per user from the merged candidates: the learned re-ranker's order
-    (batch/ranker/rerank.py) when one was trained, else the fused order, which is always
+    (batch/ranker/rerank.py) when one was trained and it is not worse than the fused order
+    on the evaluation split (rerank.choose_order), else the fused order, which is always
     kept (fused.parquet) as the fallback and evaluated; plus the popularity baseline
     (global popular, unseen) for evaluation. The fused order is the candidates' fused_score,
     which the candidates stage wrote with the tuned weights (candidates/fusion.json)."""

@@ -30,6 +30,7 @@ from shared.bundle import (
     write_current,
 )
 from shared.bundle_writer import BundleWriter, CandidateChunks
+from shared.sources import SOURCES
 
 SEEN_PER_USER = 5
 LIST_LENGTH = 30
@@ -93,8 +94,8 @@ def build_bundle(
     }
     cand_rows: dict[str, list[object]] = {
         k: []
-        for k in ("user_idx", "item_idx", "sources", "score_ann", "rank_ann")
-        + ("score_cooc", "rank_cooc", "score_popular", "rank_popular")
+        for k in ("user_idx", "item_idx", "sources")
+        + tuple(f"{kind}_{s}" for s in SOURCES for kind in ("score", "rank"))
     }
     for u in range(n_users - 1):  # the last user has no precomputed list
         scores = item_f @ user_f[u]
@@ -109,7 +110,10 @@ def build_bundle(
             ):
                 rec_rows[key].append(value)
             cooc = (float(scores[i]) / 2, rank) if "cooc" in sources else (None, None)
-            row = (u, int(i), sources, float(scores[i]), rank, *cooc, None, None)
+            assert SOURCES[:2] == ("ann", "cooc")
+            # ann and cooc as above; every other batch source (ease, popular) absent
+            row = (u, int(i), sources, float(scores[i]), rank, *cooc,
+                   *[None] * (2 * (len(SOURCES) - 2)))
             for key, value in zip(cand_rows, row, strict=True):
                 cand_rows[key].append(value)
     rec_schema = pa.schema(
@@ -131,7 +135,7 @@ def build_bundle(
             ("sources", pa.list_(pa.string())),
             *[
                 (f"{kind}_{s}", pa.float32() if kind == "score" else pa.int32())
-                for s in ("ann", "cooc", "popular")
+                for s in SOURCES
                 for kind in ("score", "rank")
             ],
         ]

@@ -60,14 +60,17 @@ def test_feature_contract_is_defined_once() -> None:
 def test_shape_dtype_and_source_encoding() -> None:
     arrays = tiny_arrays()
     items = np.array([1, 2, 4])
-    scores = np.array([[0.9, np.nan, np.nan], [np.nan, 2.0, 0.1], [np.nan, np.nan, np.nan]])
-    ranks = np.array([[1, np.nan, np.nan], [np.nan, 3, 7], [np.nan, np.nan, np.nan]])
+    # columns: ann, cooc, ease, popular
+    scores = np.array([[0.9, np.nan, np.nan, np.nan], [np.nan, 2.0, 0.5, 0.1],
+                       [np.nan, np.nan, np.nan, np.nan]])
+    ranks = np.array([[1, np.nan, np.nan, np.nan], [np.nan, 3, 2, 7], [np.nan, np.nan, np.nan, np.nan]])
     x = compute_features(arrays, 0, items, scores, ranks)
     assert x.shape == (3, N_FEATURES) and x.dtype == np.float32
     assert x[0, COL["score_ann"]] == pytest.approx(0.9) and x[0, COL["rr_ann"]] == 1.0
     assert x[1, COL["rr_cooc"]] == pytest.approx(1 / np.log2(4))
-    assert list(x[:, COL["n_sources"]]) == [1, 2, 0]
-    assert x[2, COL["score_ann"]:COL["rr_popular"] + 1].tolist() == [0.0] * 6
+    assert x[1, COL["score_ease"]] == pytest.approx(0.5) and x[1, COL["rr_ease"]] == pytest.approx(1 / np.log2(3))
+    assert list(x[:, COL["n_sources"]]) == [1, 3, 0]
+    assert x[2, COL["score_ann"]:COL["rr_popular"] + 1].tolist() == [0.0] * 8
     dot = arrays.item_factors[items] @ arrays.user_factors[0]
     assert np.allclose(x[:, COL["als_dot"]], dot, atol=1e-5)
 
@@ -107,7 +110,7 @@ def test_batch_and_bundle_layouts_give_identical_vectors(tmp_path: Path) -> None
     item_f, user_f = (np.load(tmp_path / "bundle" / f) for f in (layout.ITEM_FACTORS, layout.USER_FACTORS))
     online = load_feature_arrays(tmp_path / "bundle" / layout.FEATURES_DIR, factors=(item_f, user_f))
     items = np.arange(6)
-    ranks = np.tile([1.0, np.nan, 3.0], (6, 1))
+    ranks = np.tile([1.0, np.nan, 2.0, 3.0], (6, 1))
     for user in (0, 1, None):
         a = compute_features(batch, user, items, ranks, ranks)
         b = compute_features(online, user, items, ranks, ranks)

@@ -20,7 +20,7 @@ from shared.bundle import current_bundle, load_manifest, read_current, verify_bu
 from shared.candidate_arrays import RANK_COLUMNS, SCORE_COLUMNS, CandidateArrays
 from shared.errors import QualityGateFailed
 from shared.recommendation_arrays import RecommendationArrays
-from shared.sources import names_of
+from shared.sources import SOURCES, names_of
 from shared.warehouse import connect_read_only
 from tests.conftest import run_pipeline, tiny_config
 
@@ -43,9 +43,11 @@ def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -
         seen = set(indices[indptr[user_idx] : indptr[user_idx + 1]].tolist())
         assert not seen & set(group["item_idx"].tolist())
     lists = manifest.metrics["lists"]
-    assert set(lists) == {"merged", "popularity", "ann", "cooc", "popular"}
+    assert set(lists) == {"merged", "popularity", *SOURCES}
     assert lists["merged"]["ndcg@10"] > lists["popularity"]["ndcg@10"]
-    assert set(manifest.metrics["candidate_recall"]) == {"ann", "cooc", "popular", "merged"}
+    assert set(manifest.metrics["candidate_recall"]) == {*SOURCES, "merged"}
+    ease = manifest.metrics["ease"]  # the EASE source's λ and coverage reach the manifest
+    assert ease["lambda"] > 0 and 0 < ease["variants"]["full"]["interaction_share"] <= 1
     assert manifest.index.recall_at_100 == pytest.approx(1.0)  # flat index: exact
     assert manifest.row_counts["recommendations"] == len(recs)
 

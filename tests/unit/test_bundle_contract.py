@@ -38,17 +38,17 @@ def _features(rng: np.random.Generator) -> FeatureArrays:
 
 def _candidates() -> pa.Table:
     """User 0: items 1 (ann, cooc) and 3 (popular); user 2: item 4 (ann); others none."""
-    rows = [(2, 4, ["ann"], (0.4, 1), (None, None), (None, None)),
-            (0, 3, ["popular"], (None, None), (None, None), (7.0, 2)),
-            (0, 1, ["ann", "cooc"], (0.9, 1), (0.5, 3), (None, None))]  # fmt: skip
+    rows = [(2, 4, ["ann"], {"ann": (0.4, 1)}),
+            (0, 3, ["popular"], {"popular": (7.0, 2)}),
+            (0, 1, ["ann", "cooc"], {"ann": (0.9, 1), "cooc": (0.5, 3)})]  # fmt: skip
     columns: dict[str, pa.Array] = {
         "user_idx": pa.array([r[0] for r in rows], pa.int32()),
         "item_idx": pa.array([r[1] for r in rows], pa.int32()),
         "sources": pa.array([r[2] for r in rows], pa.list_(pa.string())),
     }
-    for s, (score, rank) in enumerate(zip(SCORE_COLUMNS, RANK_COLUMNS, strict=True)):
-        columns[score] = pa.array([r[3 + s][0] for r in rows], pa.float32())
-        columns[rank] = pa.array([r[3 + s][1] for r in rows], pa.int32())
+    for name, score, rank in zip(SOURCES, SCORE_COLUMNS, RANK_COLUMNS, strict=True):
+        columns[score] = pa.array([r[3].get(name, (None, None))[0] for r in rows], pa.float32())
+        columns[rank] = pa.array([r[3].get(name, (None, None))[1] for r in rows], pa.int32())
     return pa.table(columns)
 
 
@@ -165,8 +165,8 @@ def test_per_user_accessors(bundle: tuple[BundleData, dict[str, object]]) -> Non
     scores, ranks = data.candidate_sources(0, np.array([3, 1, 2]))
     assert scores is not None and ranks is not None
     np.testing.assert_array_equal(scores[:, SOURCES.index("ann")], np.float32([np.nan, 0.9, np.nan]))
-    np.testing.assert_array_equal(ranks[1], [1.0, 3.0, np.nan])
-    np.testing.assert_array_equal(ranks[0], [np.nan, np.nan, 2.0])
+    np.testing.assert_array_equal(ranks[1], [1.0, 3.0, np.nan, np.nan])  # ann, cooc, ease, popular
+    np.testing.assert_array_equal(ranks[0], [np.nan, np.nan, np.nan, 2.0])
     assert data.candidate_sources(None, np.array([1])) == (None, None)
     assert data.recent_items(0).tolist() == [5, 1] and data.recent_items(None).tolist() == []
 

@@ -57,9 +57,10 @@ def test_merge_records_each_source_rank_and_fuses_them() -> None:
     lists = {
         "ann": cs.SourceList(np.array([5, 3]), np.array([0.9, 0.8], np.float32)),
         "cooc": cs.SourceList(np.array([3]), np.array([2.0], np.float32)),
+        "ease": cs.EMPTY,
         "popular": cs.SourceList(np.array([8, 5]), np.array([7.0, 6.0], np.float32)),
     }
-    merged = cs.merge(lists, {"ann": 1.0, "cooc": 1.0, "popular": 0.5})
+    merged = cs.merge(lists, {"ann": 1.0, "cooc": 1.0, "ease": 1.0, "popular": 0.5})
     assert merged.items.tolist() == [3, 5, 8]
     assert cs.sources_of(merged) == [["ann", "cooc"], ["ann", "popular"], ["popular"]]
     assert merged.ranks["ann"].tolist() == [2, 1, 0]
@@ -92,3 +93,27 @@ def test_source_tables_span_the_catalogue_past_the_last_item_with_neighbours(tmp
     assert got.items.tolist() == [2, 1]
     # equal float scores: the lower id first
     assert tables.popular["__global__"][0].tolist() == [3, 4]
+
+
+def test_ease_list_scores_by_the_users_covered_items_and_skips_seen(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from shared import ease
+
+    # Catalogue of 8 items; EASE covers 1, 3, 4, 6 (columns 0..3).
+    covered = np.array([1, 3, 4, 6])
+    weights = np.array([[0, 2.0, 0.5, 1.0],
+                        [0.1, 0, 3.0, 0.2],
+                        [0.0, 0.0, 0, 0.0],
+                        [0.0, 0.0, 0.0, 0]], np.float32)
+    np.save(tmp_path / "w.npy", weights)
+    np.save(tmp_path / "i.npy", covered)
+    table = cs.EaseTable.load(str(tmp_path / "w.npy"), str(tmp_path / "i.npy"), 8)
+    assert isinstance(table.weights, np.memmap)
+    # seen: 1 (column 0) and 7 (not covered, ignored), newest first
+    got = cs.ease_list(np.array([7, 1]), table, k=2)
+    assert got.items.tolist() == [3, 6] and got.scores.tolist() == [2.0, 1.0]
+    # two covered items: scores add up; seen ones never come back
+    got = cs.ease_list(np.array([3, 1]), table, k=5)
+    want = ease.user_scores(weights, np.array([0, 1]))
+    assert got.items.tolist() == [4, 6] and got.scores.tolist() == [want[2], want[3]]
+    assert cs.ease_list(np.array([0, 2]), table, k=5).items.size == 0  # nothing covered
+    assert cs.ease_list(np.array([1]), None, k=5).items.size == 0  # no EASE this run

@@ -13,16 +13,16 @@ from shared.sources import SOURCES
 
 
 def test_weights_follow_the_sources_order() -> None:
-    assert fusion.weight_vector({"popular": 0.5, "ann": 2.0, "other": 9.0}).tolist() == [2.0, 0.0, 0.5]
-    assert fusion.weight_dict(np.array([1.0, 0.25, 0.0])) == dict(zip(SOURCES, [1.0, 0.25, 0.0],
-                                                                       strict=True))
+    assert fusion.weight_vector({"popular": 0.5, "ann": 2.0, "other": 9.0}).tolist() == [2.0, 0.0, 0.0, 0.5]
+    assert fusion.weight_dict(np.array([1.0, 0.25, 0.5, 0.0])) == dict(
+        zip(SOURCES, [1.0, 0.25, 0.5, 0.0], strict=True))
 
 
 def test_fused_score_sums_weighted_reciprocal_ranks() -> None:
-    ranks = np.array([[1, 2, np.nan], [0, 0, 3], [np.nan, np.nan, np.nan]])
-    got = fusion.fused_scores(ranks, np.array([1.0, 0.5, 2.0]))
+    ranks = np.array([[1, 2, np.nan, np.nan], [0, 0, 4, 3], [np.nan, np.nan, np.nan, np.nan]])
+    got = fusion.fused_scores(ranks, np.array([1.0, 0.5, 0.25, 2.0]))
     assert got[0] == pytest.approx(1 / 61 + 0.5 / 62)
-    assert got[1] == pytest.approx(2 / 63)  # 0 and NaN both mean "not proposed"
+    assert got[1] == pytest.approx(0.25 / 64 + 2 / 63)  # 0 and NaN both mean "not proposed"
     assert got[2] == 0.0
     assert fusion.RRF_K == 60.0
 
@@ -35,8 +35,8 @@ def test_fused_score_refuses_ranks_of_another_width() -> None:
 def test_the_candidate_merge_fuses_with_the_shared_formula() -> None:
     rng = np.random.default_rng(4)
     lists = {s: cs.SourceList(rng.permutation(50)[:k], np.zeros(k, np.float32))
-             for s, k in zip(SOURCES, (30, 20, 40), strict=True)}
-    weights = {"ann": 1.0, "cooc": 0.25, "popular": 0.3}
+             for s, k in zip(SOURCES, (30, 20, 25, 40), strict=True)}
+    weights = {"ann": 1.0, "cooc": 0.25, "ease": 2.0, "popular": 0.3}
     merged = cs.merge(lists, weights)
     ranks = np.stack([merged.ranks[s] for s in SOURCES], axis=1)
     want = fusion.fused_scores(ranks, fusion.weight_vector(weights)).astype(np.float32)
@@ -63,7 +63,7 @@ def _planted(n_users: int = 40, per_user: int = 30, seed: int = 0):  # type: ign
 
 def test_tuning_moves_weight_to_the_source_that_finds_the_relevant_items() -> None:
     users, ranks, relevant, n_rel = _planted()
-    start = np.array([1.0, 0.25, 0.0])
+    start = np.array([1.0, 0.25, 0.0, 0.0])
     weights, best = fusion.tune_weights(users, ranks, relevant, n_rel, 40, start)
     assert best == pytest.approx(1.0)
     assert weights[1] > 0 and weights[0] == 0.0
@@ -74,12 +74,12 @@ def test_tuning_moves_weight_to_the_source_that_finds_the_relevant_items() -> No
 
 def test_tuning_counts_users_without_candidates_as_zero() -> None:
     users, ranks, relevant, n_rel = _planted(n_users=10)
-    _, best = fusion.tune_weights(users, ranks, relevant, n_rel, 20, np.array([0.0, 1.0, 0.0]))
+    _, best = fusion.tune_weights(users, ranks, relevant, n_rel, 20, np.array([0.0, 1.0, 0.0, 0.0]))
     assert best == pytest.approx(0.5)
 
 
 def test_tuning_keeps_the_start_when_nothing_beats_it() -> None:
     users, ranks, relevant, n_rel = _planted(n_users=10)
-    start = np.array([0.0, 1.0, 0.0])
+    start = np.array([0.0, 1.0, 0.0, 0.0])
     weights, _ = fusion.tune_weights(users, ranks, relevant, n_rel, 10, start)
     assert weights.tolist() == start.tolist()

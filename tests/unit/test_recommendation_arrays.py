@@ -46,14 +46,14 @@ def test_lists_round_trip_per_user_with_their_sources(tmp_path: Path) -> None:
     assert lists.indptr.tolist() == [0, 2, 2, 3, 3, 3]
     assert lists.items.tolist() == [7, 3, 4]
     assert lists.scores.tolist() == pytest.approx([0.9, 0.5, 0.8])
-    assert lists.sources.tolist() == [0b010, 0b101, 0b111]
+    assert lists.sources.tolist() == [0b0010, 0b1001, 0b1011]  # ann, cooc, ease, popular
     assert type(lists.items) is np.ndarray  # a plain view of the map: serialisable as is
 
 
 def test_bitmasks_follow_the_one_scheme_ignore_nulls_and_refuse_unknown_tags() -> None:
     # bit b = SOURCES[b] whichever sources the lists happen to hold (no "cooc" here).
     masks = source_bitmasks(pa.array([["popular", None], [], ["ann"]], pa.list_(pa.string())))
-    assert masks.tolist() == [0b100, 0, 0b001]
+    assert masks.tolist() == [0b1000, 0, 0b0001]
     with pytest.raises(ValueError, match=r"\['mystery'\] are not batch sources"):
         source_bitmasks(pa.array([["ann", "mystery"]], pa.list_(pa.string())))
 

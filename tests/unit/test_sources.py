@@ -9,10 +9,11 @@ from shared.sources import ALL_SOURCES, BATCH_MASK, SOURCES, bit, mask_of, names
 
 
 def test_batch_sources_keep_their_bits_and_the_service_sources_follow() -> None:
-    assert ALL_SOURCES[: len(SOURCES)] == SOURCES == ("ann", "cooc", "popular")
+    assert ALL_SOURCES[: len(SOURCES)] == SOURCES == ("ann", "cooc", "ease", "popular")
+    assert list(SOURCES) == sorted(SOURCES)  # the `sources` lists of the candidates are sorted
     assert [bit(s) for s in ALL_SOURCES] == [1 << b for b in range(len(ALL_SOURCES))]
-    assert (sources.ANN, sources.COOC, sources.POPULAR) == (1, 2, 4)
-    assert (sources.PRECOMPUTED, sources.RECENT, sources.CALLER) == (8, 16, 32)
+    assert (sources.ANN, sources.COOC, sources.EASE, sources.POPULAR) == (1, 2, 4, 8)
+    assert (sources.PRECOMPUTED, sources.RECENT, sources.CALLER) == (16, 32, 64)
     assert BATCH_MASK == mask_of(SOURCES)
 
 
