@@ -31,15 +31,28 @@ class RankerFeatures:
         self.arrays: FeatureArrays = data.features
 
     def __call__(self, inputs: ScoreInput, names: list[str]) -> np.ndarray:
-        """Features for a ScoreInput; `names` must be the shared FEATURE_NAMES, in order."""
-        if tuple(names) != FEATURE_NAMES:
-            raise ValueError("ranker spec features differ from shared.features.FEATURE_NAMES")
+        """Features for a ScoreInput, the columns `names` (the model's, from its spec): the
+        shared FEATURE_NAMES, or a subset of them in any order, for a model trained before
+        a feature was added (a bundle published by the previous release)."""
+        columns = feature_columns(names)
         scores, ranks = self.data.candidate_sources(inputs.user_idx, inputs.candidates)
         # Recent items from the request (newest first) win over the bundle's; a known user's
         # vector is read by compute_features itself, as in batch scoring.
         recent = inputs.recent_items if len(inputs.recent_items) else None
         vector = inputs.user_vector if inputs.user_idx is None else None
-        return compute_features(
+        x = compute_features(
             self.arrays, inputs.user_idx, inputs.candidates, scores, ranks,
             recent_items=recent, user_vector=vector,
         )  # fmt: skip
+        return x if columns is None else np.ascontiguousarray(x[:, columns])
+
+
+def feature_columns(names: list[str]) -> np.ndarray | None:
+    """Column of each of `names` in FEATURE_NAMES (None: names are FEATURE_NAMES); ValueError
+    for a name this code does not compute (batch/service version skew)."""
+    if tuple(names) == FEATURE_NAMES:
+        return None
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise ValueError(f"ranker spec features this code does not compute: {unknown}")
+    return np.array([FEATURE_NAMES.index(n) for n in names], dtype=np.int64)

@@ -16,10 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from online.ranker_features import RankerFeatures
+from online.ranker_features import RankerFeatures, feature_columns
 from shared.bundle_reader import BundleData
 from shared.errors import ModelError
-from shared.features import FEATURE_NAMES
 from shared.onnx_session import create_session
 
 log = logging.getLogger(__name__)
@@ -103,10 +102,11 @@ def load_scorer(data: BundleData, features: FeatureFn | None = None) -> tuple[Sc
     spec = data.ranker.spec
     try:
         if features is None:
-            # A model trained on other features than this code computes (version skew
-            # between batch and service) must not be fed our columns.
-            if tuple(spec["features"]) != FEATURE_NAMES:
-                raise ValueError("spec features differ from shared.features.FEATURE_NAMES")
+            # A model trained on features this code does not compute (version skew between
+            # batch and service) must not be fed other columns; one trained on a subset (a
+            # bundle of the previous release, before a feature was added) is fed exactly
+            # its columns, by name.
+            feature_columns([str(f) for f in spec["features"]])
             features = RankerFeatures(data)
         return OnnxScorer(data.ranker.model, spec, features), None
     except Exception as exc:  # import, missing key, features or ORT load error: same outcome

@@ -39,7 +39,6 @@ import numpy as np
 
 from shared import bundle_layout as layout
 from shared.errors import BundleError
-from shared.sources import BATCH_MASK
 
 if TYPE_CHECKING:
     from shared.bundle_reader import BundleData
@@ -98,7 +97,7 @@ def contents_problems(data: BundleData) -> list[str]:
     problems += _csr(layout.REC_INDPTR, lists.indptr, layout.REC_ITEMS, len(lists.items))
     problems += _item_ids(layout.REC_ITEMS, lists.items, n_items, served_ids)
     problems += _not_finite_rows(layout.REC_SCORES, lists.scores, what="scores")
-    problems += _foreign_bits(layout.REC_SOURCES, lists.sources)
+    problems += _foreign_bits(layout.REC_SOURCES, lists.sources, len(lists.source_names))
 
     cand = data.candidates
     csr = _csr(layout.CANDIDATE_INDPTR, cand.indptr, layout.CANDIDATE_ITEMS, len(cand.items))
@@ -241,9 +240,9 @@ def _members(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return found
 
 
-def _foreign_bits(file: str, masks: np.ndarray) -> list[str]:
-    """Source bitmasks with a bit outside the batch sources (shared.sources.BATCH_MASK)."""
-    foreign = np.uint32(~BATCH_MASK & 0xFFFFFFFF)
+def _foreign_bits(file: str, masks: np.ndarray, n_sources: int) -> list[str]:
+    """Source bitmasks with a bit outside the bundle's batch sources (rec_sources.json)."""
+    foreign = np.uint32(~((1 << n_sources) - 1) & 0xFFFFFFFF)
     bad = 0
     for block in _blocks(len(masks)):
         part = masks[block].astype(np.uint32, copy=False)

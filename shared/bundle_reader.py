@@ -116,7 +116,7 @@ class BundleData:
         rows = self.lists.user_slice(user_idx)
         if rows is None:
             return None
-        sources = self.lists.sources[rows].astype(np.uint32) | np.uint32(PRECOMPUTED)
+        sources = self.lists.sources_of(rows) | np.uint32(PRECOMPUTED)
         return ItemList(self.lists.items[rows], self.lists.scores[rows], sources)
 
     def candidate_sources(
@@ -271,6 +271,7 @@ def read_bundle(path: Path, verify_checksums: bool = True) -> BundleData:
     except (OSError, ValueError) as exc:
         raise BundleError(f"bundle {manifest.run_id}: unreadable array ({exc})") from exc
     features, ranker, ranker_problem = _ranker(path, (item_factors, user_factors))
+    lists = _named(manifest, RecommendationArrays.load, path, len(users["user_region"]))
     data = BundleData(
         path=path,
         manifest=manifest,
@@ -280,8 +281,9 @@ def read_bundle(path: Path, verify_checksums: bool = True) -> BundleData:
         user_factors=user_factors,
         seen_indptr=seen_indptr,
         seen_indices=seen_indices,
-        lists=_named(manifest, RecommendationArrays.load, path, len(users["user_region"])),
-        candidates=_named(manifest, CandidateArrays.load, path),
+        lists=lists,
+        # The candidate columns follow the bundle's own source order (rec_sources.json).
+        candidates=_named(manifest, CandidateArrays.load, path, lists.source_names),
         popular=_named(manifest, _popular, path),
         features=features,
         ranker=ranker,

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from shared import bundle_layout as layout
 from shared.errors import BundleError
-from shared.sources import RANK_COLUMNS, SCORE_COLUMNS, SOURCES
+from shared.sources import RANK_COLUMNS, SCORE_COLUMNS, SOURCES, column_map
 
 COLUMNS = ("user_idx", "item_idx", *SCORE_COLUMNS, *RANK_COLUMNS)
 
@@ -131,17 +131,21 @@ class CandidateArrays:
 
     indptr: np.ndarray
     items: np.ndarray
-    scores: np.ndarray
+    scores: np.ndarray  # [n, len(source_names)], columns in the bundle's source order
     ranks: np.ndarray
+    # For a bundle published with other sources: the column of each of today's SOURCES
+    # (-1 where it had none), applied per lookup so the arrays stay memory-mapped.
+    columns: np.ndarray | None = None
 
     @classmethod
-    def load(cls, bundle_dir: Path) -> CandidateArrays:
+    def load(cls, bundle_dir: Path, source_names: tuple[str, ...] = SOURCES) -> CandidateArrays:
+        """source_names: the bundle's own source order (rec_sources.json)."""
         try:
             arrays = [np.load(bundle_dir / name, mmap_mode="r") for name in layout.CANDIDATE_FILES]
         except (OSError, ValueError) as exc:
             raise BundleError(f"candidate arrays unreadable: {exc}") from exc
         indptr, items, scores, ranks = arrays
-        n, width = len(items), len(SOURCES)
+        n, width = len(items), len(source_names)
         if (
             indptr.ndim != 1 or len(indptr) < 1 or int(indptr[-1]) != n
             or scores.shape != (n, width) or ranks.shape != (n, width)
@@ -150,7 +154,7 @@ class CandidateArrays:
                 f"candidate arrays disagree: indptr ends at {int(indptr[-1]) if len(indptr) else None}, "
                 f"items {items.shape}, scores {scores.shape}, ranks {ranks.shape}"
             )
-        return cls(indptr, items, scores, ranks)
+        return cls(indptr, items, scores, ranks, column_map(source_names))
 
     @property
     def n_users(self) -> int:
@@ -173,6 +177,12 @@ class CandidateArrays:
         ranks = np.full_like(scores, np.nan)
         if found.any():
             rows = lo + pos[found]
-            scores[found] = self.scores[rows]
-            ranks[found] = self.ranks[rows]
+            if self.columns is None:
+                scores[found] = self.scores[rows]
+                ranks[found] = self.ranks[rows]
+            else:  # an older bundle: today's columns by name, NaN for a source it lacked
+                present = self.columns >= 0
+                sel = np.ix_(np.flatnonzero(found), np.flatnonzero(present))
+                scores[sel] = self.scores[rows][:, self.columns[present]]
+                ranks[sel] = self.ranks[rows][:, self.columns[present]]
         return scores, ranks

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from shared import bundle_layout as layout
 from shared.errors import BundleError
-from shared.sources import SOURCES
+from shared.sources import SOURCES, bit_remap
 
 
 def source_bitmasks(sources: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -73,7 +73,16 @@ class RecommendationArrays:
     indptr: np.ndarray
     items: np.ndarray
     scores: np.ndarray
-    sources: np.ndarray  # uint32 bitmasks, bit b = SOURCES[b]
+    sources: np.ndarray  # uint32 bitmasks as written: bit b = source_names[b]
+    # The bundle's own source order (rec_sources.json; also the candidate arrays' columns)
+    # and, when it is not today's SOURCES prefix, the table from its masks to today's bits.
+    source_names: tuple[str, ...] = SOURCES
+    bit_map: np.ndarray | None = None
+
+    def sources_of(self, rows: slice) -> np.ndarray:
+        """uint32 masks of these rows in today's bits (shared.sources)."""
+        masks = self.sources[rows].astype(np.uint32)
+        return masks if self.bit_map is None else self.bit_map[masks]
 
     @classmethod
     def load(cls, bundle_dir: Path, n_users: int) -> RecommendationArrays:
@@ -86,15 +95,17 @@ class RecommendationArrays:
             tags = json.loads((bundle_dir / layout.REC_SOURCE_NAMES).read_text())
         except (OSError, ValueError) as exc:
             raise BundleError(f"recommendation arrays unreadable: {exc}") from exc
-        if not isinstance(tags, list):
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise BundleError(f"{layout.REC_SOURCE_NAMES}: expected a list of source names")
-        # Bundles written before the one scheme named only the sources present, sorted; the
-        # bits agree with it wherever those names are a prefix of SOURCES.
-        if tags != list(SOURCES[: len(tags)]):
+        # A bundle published when the batch had other sources (or another order) names its
+        # bits here: they are translated to today's bits by name, so the service serves
+        # yesterday's bundle across an upgrade that adds a source.
+        try:
+            remap = bit_remap(tags)
+        except ValueError as exc:
             raise BundleError(
-                f"{layout.REC_SOURCE_NAMES} names bits {tags}, this code reads bit b as "
-                f"{list(SOURCES)}[b]"
-            )
+                f"{layout.REC_SOURCE_NAMES} names bits {tags}, this code knows {list(SOURCES)}: {exc}"
+            ) from exc
         n = len(items)
         if (
             indptr.ndim != 1 or len(indptr) < 1 or int(indptr[-1]) != n
@@ -106,7 +117,7 @@ class RecommendationArrays:
             )
         if len(indptr) < n_users + 1:  # users after the last one with a list: empty lists
             indptr = np.concatenate([indptr, np.full(n_users + 1 - len(indptr), indptr[-1])])
-        return cls(indptr, items, scores, sources)
+        return cls(indptr, items, scores, sources, tuple(tags), remap)
 
     def user_slice(self, user_idx: int | None) -> slice | None:
         """Rows of the user's list; None for a user without one (or unknown)."""

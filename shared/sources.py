@@ -20,8 +20,10 @@ in bit order, are the `sources` of an answer's item.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache
+
+import numpy as np
 
 SOURCES: tuple[str, ...] = ("ann", "cooc", "ease", "popular")  # alphabetical: see merge
 SCORE_COLUMNS: tuple[str, ...] = tuple(f"score_{s}" for s in SOURCES)
@@ -57,3 +59,28 @@ def mask_of(sources: Iterable[str]) -> int:
 def names_of(mask: int) -> tuple[str, ...]:
     """The source names of a mask, in bit order."""
     return tuple(name for b, name in enumerate(ALL_SOURCES) if mask >> b & 1)
+
+
+def bit_remap(names: Sequence[str]) -> np.ndarray | None:
+    """For masks written with bit b = names[b] (a bundle published when the batch had other
+    sources), the table old mask -> mask in today's bits; None when the bits already agree
+    (names is a prefix of SOURCES). ValueError for a name this code does not know."""
+    names = list(names)
+    if names == list(SOURCES[: len(names)]):
+        return None
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown or len(set(names)) != len(names) or len(names) > 16:
+        raise ValueError(f"source names {names}: unknown or repeated ({unknown})")
+    table = np.zeros(1 << len(names), dtype=np.uint32)
+    for old, name in enumerate(names):
+        table[np.bitwise_and(np.arange(len(table)), 1 << old) != 0] |= np.uint32(bit(name))
+    return table
+
+
+def column_map(names: Sequence[str]) -> np.ndarray | None:
+    """For per-source columns written in the order `names`, the column of each of today's
+    SOURCES (-1: absent from that bundle); None when the columns already are SOURCES."""
+    names = list(names)
+    if names == list(SOURCES):
+        return None
+    return np.array([names.index(s) if s in names else -1 for s in SOURCES], dtype=np.int64)

@@ -9,14 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from shared.bundle_layout import REC_INDPTR, REC_SOURCE_NAMES
+from shared.bundle_layout import REC_INDPTR, REC_SOURCE_NAMES, REC_SOURCES
 from shared.errors import BundleError
 from shared.recommendation_arrays import (
     RecommendationArrays,
     source_bitmasks,
     write_recommendation_arrays,
 )
-from shared.sources import SOURCES
+from shared.sources import SOURCES, names_of
 
 
 def _lists(rows: list[tuple[int, int, int, float, list[str]]]) -> pa.Table:
@@ -58,12 +58,18 @@ def test_bitmasks_follow_the_one_scheme_ignore_nulls_and_refuse_unknown_tags() -
         source_bitmasks(pa.array([["ann", "mystery"]], pa.list_(pa.string())))
 
 
-def test_lists_of_older_bundles_load_when_their_bits_agree(tmp_path: Path) -> None:
+def test_lists_of_older_bundles_load_with_their_bits_read_by_name(tmp_path: Path) -> None:
     write_recommendation_arrays(_lists([(0, 1, 7, 0.9, ["ann"])]), tmp_path, n_users=1)
-    (tmp_path / REC_SOURCE_NAMES).write_text(json.dumps(["ann", "cooc"]))  # sorted, present
-    assert RecommendationArrays.load(tmp_path, n_users=1).sources.tolist() == [0b001]
+    (tmp_path / REC_SOURCE_NAMES).write_text(json.dumps(["ann", "cooc"]))  # a prefix: as is
+    loaded = RecommendationArrays.load(tmp_path, n_users=1)
+    assert loaded.bit_map is None and loaded.sources_of(slice(0, 1)).tolist() == [0b001]
+    np.save(tmp_path / REC_SOURCES, np.array([0b011], dtype=np.load(tmp_path / REC_SOURCES).dtype))
     (tmp_path / REC_SOURCE_NAMES).write_text(json.dumps(["ann", "popular"]))  # popular = bit 1
-    with pytest.raises(BundleError, match="this code reads bit b"):
+    loaded = RecommendationArrays.load(tmp_path, n_users=1)
+    assert loaded.sources.tolist() == [0b011]  # as written...
+    assert names_of(int(loaded.sources_of(slice(0, 1))[0])) == ("ann", "popular")  # ...as named
+    (tmp_path / REC_SOURCE_NAMES).write_text(json.dumps(["ann", "graph"]))  # unknown: refused
+    with pytest.raises(BundleError, match="this code knows"):
         RecommendationArrays.load(tmp_path, n_users=1)
 
 
