@@ -19,6 +19,7 @@ import numpy as np
 from online.ranker_features import RankerFeatures, feature_columns
 from shared.bundle_reader import BundleData
 from shared.errors import ModelError
+from shared.fusion import fused_scores, weight_vector
 from shared.onnx_session import create_session
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,13 @@ def load_scorer(data: BundleData, features: FeatureFn | None = None) -> tuple[Sc
     if data.ranker is None:
         return (als, None) if data.ranker_problem is None else _unusable(als, data.ranker_problem)
     spec = data.ranker.spec
+    if spec.get("lists") == "fused" and isinstance(spec.get("fusion_weights"), dict):
+        # The batch found the model's order worse than the fused order it re-ranks and
+        # published the fused order: the service ranks the same way, not with the model.
+        try:
+            return FusedScorer(data, spec["fusion_weights"]), None
+        except (TypeError, ValueError) as exc:
+            return _unusable(als, f"fusion_weights: {exc}")
     try:
         if features is None:
             # A model trained on features this code does not compute (version skew between
@@ -111,6 +119,24 @@ def load_scorer(data: BundleData, features: FeatureFn | None = None) -> tuple[Sc
         return OnnxScorer(data.ranker.model, spec, features), None
     except Exception as exc:  # import, missing key, features or ORT load error: same outcome
         return _unusable(als, str(exc))
+
+
+class FusedScorer:
+    """The nightly run's fused order (shared.fusion: weighted reciprocal ranks of the batch
+    sources, with the run's tuned weights), for a bundle whose spec says its lists are in
+    that order. Items no batch source proposed for the user score 0 (they come after)."""
+
+    name = "fused"
+
+    def __init__(self, data: BundleData, weights: dict[str, Any]) -> None:
+        self._data = data
+        self._weights = weight_vector({str(k): float(v) for k, v in weights.items()})
+
+    def score(self, inputs: ScoreInput) -> np.ndarray:
+        _, ranks = self._data.candidate_sources(inputs.user_idx, inputs.candidates)
+        if ranks is None:  # a user the batch never saw: no batch ranks at all
+            return np.zeros(len(inputs.candidates), dtype=np.float32)
+        return fused_scores(ranks, self._weights).astype(np.float32)
 
 
 def _unusable(als: AlsDotScorer, why: str) -> tuple[Scorer, str]:

@@ -122,7 +122,9 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     spec = {
         "model": FP32 if shipped == "fp32" else INT8, "input": INPUT_NAME, "output": OUTPUT_NAME,
         "features": list(FEATURE_NAMES), "parity": parity, "shipped": shipped,
-        "fp32_reason": why, "lists": order, "lists_reason": order_reason, "training": {k: v for k, v in dict(report["training"]).items()
+        "fp32_reason": why, "lists": order, "lists_reason": order_reason,
+        # With "lists": "fused" the service ranks by the same fused order (online/scoring.py).
+        "fusion_weights": read_json(ctx.outputs.candidates.fusion)["weights"], "training": {k: v for k, v in dict(report["training"]).items()
                                          if k != "train_seconds"},
     }
     write_json(spec_path, spec)

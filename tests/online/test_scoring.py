@@ -107,3 +107,31 @@ def test_no_ranker_means_als(tmp_path: Path) -> None:
     assert data.features is None and data.ranker is None and data.ranker_problem is None
     scorer, why = load_scorer(data)
     assert scorer.name == "als-dot" and why is None
+
+
+def test_a_bundle_whose_lists_are_the_fused_order_is_ranked_by_it(ranked: Path) -> None:
+    """spec "lists": "fused" (the batch found the model's order worse than its input): the
+    service ranks by the run's fused order with the run's weights, not with the model."""
+    from shared.fusion import fused_scores, weight_vector
+    from shared.sources import SOURCES
+
+    run = ranked / "runs" / "run-r"
+    weights = {"ann": 1.0, "cooc": 0.5, "ease": 2.0, "popular": 0.25}
+    spec = json.loads((run / layout.RANKER_SPEC).read_text())
+    (run / layout.RANKER_SPEC).write_text(
+        json.dumps(spec | {"lists": "fused", "fusion_weights": weights})
+    )
+    data = read_bundle(run, verify_checksums=False)
+    scorer, why = load_scorer(data)
+    assert scorer.name == "fused" and why is None
+    user_idx = next(u for u in data.user_index.values() if data.precomputed_list(u) is not None)
+    items = data.precomputed_list(user_idx).items  # type: ignore[union-attr]
+    _, ranks = data.candidate_sources(user_idx, items)
+    assert ranks is not None and np.isfinite(ranks).any()
+    got = scorer.score(ScoreInput(user_idx, np.zeros(data.item_factors.shape[1], np.float32),
+                                  np.empty(0, np.int32), None, None, items,
+                                  np.zeros(len(items), np.uint32)))  # fmt: skip
+    np.testing.assert_allclose(got, fused_scores(ranks, weight_vector(weights)), rtol=1e-6)
+    assert len(SOURCES) == len(weight_vector(weights))
+    app = make_app(ranked, verify_checksums=False)
+    assert app.test_client().get("/readyz").get_json()["scorer"] == "fused"
