@@ -25,7 +25,7 @@ import requests
 from shared import bundle_layout as layout
 from shared.bundle import read_accepted, write_current
 from tests.e2e.conftest import publish_clone
-from tests.e2e.test_service_e2e import TOKEN, running_server
+from tests.e2e.test_service_e2e import TOKEN, _hammer, running_server
 from tests.online.bundle_factory import build_bundle, rewrite_array
 
 pytestmark = pytest.mark.e2e
@@ -199,20 +199,6 @@ def test_a_restarted_worker_serves_the_last_accepted_bundle(
     assert read_accepted(artifacts, SERVER_ID) == "run-a"  # the refused run never recorded
 
 
-def _hammer(base: str, stop: threading.Event, seen: Counter[str], failures: list[str]) -> None:
-    session = requests.Session()
-    while not stop.is_set():
-        try:
-            resp = session.post(f"{base}/v1/recommendations", json={"user_id": "u3", "k": 5},
-                                timeout=10)  # fmt: skip
-            if resp.status_code != 200:
-                failures.append(f"{resp.status_code} {resp.text[:200]}")
-            else:
-                seen[resp.json()["bundle"]] += 1
-        except requests.RequestException as exc:
-            failures.append(repr(exc))
-
-
 def test_a_contents_invalid_bundle_is_refused_while_the_old_serves(
     serving_a: str, artifacts: Path
 ) -> None:
@@ -221,7 +207,7 @@ def test_a_contents_invalid_bundle_is_refused_while_the_old_serves(
     base = serving_a
     before = _refusals(base)
     stop, seen, failures = threading.Event(), Counter[str](), []
-    threads = [threading.Thread(target=_hammer, args=(base, stop, seen, failures))
+    threads = [threading.Thread(target=_hammer, args=(base, "u3", stop, seen, failures))
                for _ in range(3)]  # fmt: skip
     for t in threads:
         t.start()

@@ -1,5 +1,6 @@
 """End to end on real data: import ml-latest-small, run the nightly pipeline through the
-CLI, and check the published lists beat the popularity baseline on the temporal split."""
+CLI, and check the published lists beat the popularity baseline and every source on the
+run's own (default, mixed) evaluation split."""
 
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ def test_movielens_lists_beat_popularity(ml_latest_small: Path, repo_root: Path,
     manifest = verify_bundle(current_bundle(art))
     assert summary["published"] == manifest.run_id
     lists = manifest.metrics["lists"]
-    assert manifest.metrics["protocol"] == "temporal"
+    assert manifest.metrics["protocol"] == "mixed"  # the default: newest and random hold-out
     assert manifest.metrics["users_evaluated"] > 600
     assert lists["merged"]["ndcg@10"] > 1.2 * lists["popularity"]["ndcg@10"]
-    # The learned re-ranker ships and beats every source alone by a clear margin.
+    # The re-ranker is trained and the published lists lose to none of their inputs: every
+    # source alone (EASE, the strongest, by a small margin; the others by a clear one).
     assert manifest.metrics["reranker"]["status"] == "reranked"
-    best_source = max(lists[s]["ndcg@10"] for s in ("ann", "cooc", "popular"))
-    assert lists["merged"]["ndcg@10"] > 1.15 * best_source
+    assert manifest.metrics["reranker"]["order"] in ("reranked", "fused")
+    assert lists["merged"]["ndcg@10"] >= lists["ease"]["ndcg@10"]
+    best_other = max(lists[s]["ndcg@10"] for s in ("ann", "cooc", "popular"))
+    assert lists["merged"]["ndcg@10"] > 1.15 * best_other
     assert manifest.row_counts["interactions_clean"] == 100_004
     assert manifest.metrics["candidate_recall"]["merged"]["recall@500"] > 0.4
