@@ -72,10 +72,12 @@ class CandidateConfig(_Frozen):
     cooc_neighbors: int = Field(50, ge=5, description="neighbours kept per item")
     cooc_min_count: int = Field(2, ge=1)
     trending_days: int = Field(30, ge=1)
-    # EASE (shared/ease.py): a dense N x N inverse, N the most interacted items. 20,000
-    # float32 is 1.6 GB per matrix (Gram, inverse): what a 60k-item catalogue gets here.
+    # EASE (shared/ease.py): a dense N x N inverse, N the most interacted items. The solve
+    # grows as N^3 and a night makes 8 of them (6 for the λ grid, eval and full): 8,000
+    # (256 MB per matrix, ~1 min per solve here) keeps a 60k-item night within minutes,
+    # where 20,000 would take ~25 min per solve (docs/quality.md, "Cost").
     ease_k: int = Field(300, ge=10)
-    ease_max_items: int = Field(20_000, ge=10, description="items EASE covers (most interacted)")
+    ease_max_items: int = Field(8_000, ge=10, description="items EASE covers (most interacted)")
     ease_min_count: int = Field(5, ge=1, description="interactions an item needs to be covered")
     ease_lambda: float | None = Field(
         None, gt=0.0, description="fixed λ; None: tuned on the ranker window every run"
