@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,7 +24,7 @@ import requests
 from shared import bundle_layout as layout
 from shared.bundle import read_accepted, write_current
 from tests.e2e.conftest import publish_clone
-from tests.e2e.test_service_e2e import TOKEN, _hammer, running_server
+from tests.e2e.test_service_e2e import TOKEN, hammering, running_server
 from tests.online.bundle_factory import build_bundle, rewrite_array
 
 pytestmark = pytest.mark.e2e
@@ -206,12 +205,7 @@ def test_a_contents_invalid_bundle_is_refused_while_the_old_serves(
     and not one request fails or leaves run-a."""
     base = serving_a
     before = _refusals(base)
-    stop, seen, failures = threading.Event(), Counter[str](), []
-    threads = [threading.Thread(target=_hammer, args=(base, "u3", stop, seen, failures))
-               for _ in range(3)]  # fmt: skip
-    for t in threads:
-        t.start()
-    try:
+    with hammering(base, "u3", clients=3) as (seen, failures):
         time.sleep(0.5)
         run_id, reason = _nan_user_factors(artifacts, "run-nan-under-load")
         resp = requests.post(f"{base}/admin/reload", headers={"X-Admin-Token": TOKEN}, timeout=60)
@@ -221,10 +215,6 @@ def test_a_contents_invalid_bundle_is_refused_while_the_old_serves(
         assert f"bundle {run_id}: {reason}" in body["error"]
         _until(lambda: _refusals(base) >= before + 2, "the other worker to refuse it too")
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
     assert failures == []
     assert set(seen) == {"run-a"} and seen["run-a"] > 0
     _assert_reports_refusal(base, run_id, reason)

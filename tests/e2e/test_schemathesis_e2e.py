@@ -18,15 +18,9 @@ generated tokens are wrong, so what it tests there is the 401/403/429 answers.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +30,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
 from online.openapi import build_spec
-from tests.e2e.test_service_e2e import RECSYS, _free_port, running_server
+from tests.e2e.test_service_e2e import running_server
 from tests.online.bundle_factory import build_bundle
 
 pytestmark = pytest.mark.e2e
@@ -87,43 +81,13 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@contextlib.contextmanager
-def _server_without_bundle(artifacts: Path, log_path: Path) -> Iterator[str]:
-    """`recsys serve` on an artifact root with no CURRENT: alive (/healthz), never ready."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with log_path.open("w+") as log:
-        proc = subprocess.Popen(
-            [str(RECSYS), "serve", "--artifacts", str(artifacts), "--port", str(port),
-             "--workers", "2", "--reload-poll-seconds", "0"],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{url}/healthz", timeout=5).status_code == 200:
-                        break
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"server did not start:\n{log.read()[-4000:]}")
-                time.sleep(0.2)
-            yield url
-        finally:
-            proc.send_signal(signal.SIGTERM)  # the gunicorn master (`recsys serve` execs it)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @pytest.fixture(scope="module")
 def bare_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("no-bundle")
     (tmp / "artifacts").mkdir()
-    with _server_without_bundle(tmp / "artifacts", tmp / "server.log") as url:
+    # No CURRENT: alive (/healthz), never ready; no admin token, no polling.
+    with running_server(tmp / "artifacts", tmp / "server.log", ready_path="/healthz",
+                        admin_token=None, reload_poll_seconds=0) as url:  # fmt: skip
         yield url
 
 

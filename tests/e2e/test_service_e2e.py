@@ -41,8 +41,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(artifacts: Path, log_path: Path, **env_overrides: str) -> Iterator[str]:
-    """`recsys serve` (2 gunicorn workers) on a free loopback port until the block ends."""
+def running_server(
+    artifacts: Path, log_path: Path, *, ready_path: str = "/readyz",
+    admin_token: str | None = TOKEN, reload_poll_seconds: float = 1, **env_overrides: str,
+) -> Iterator[str]:
+    """`recsys serve` (2 gunicorn workers) on a free loopback port until the block ends,
+    yielded once `ready_path` answers 200 (/healthz for a server that never gets a bundle)."""
     port = _free_port()
     log = log_path.open("w+")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
@@ -59,10 +63,9 @@ def running_server(artifacts: Path, log_path: Path, **env_overrides: str) -> Ite
             str(port),
             "--workers",
             "2",
-            "--admin-token",
-            TOKEN,
+            *(["--admin-token", admin_token] if admin_token is not None else []),
             "--reload-poll-seconds",
-            "1",
+            str(reload_poll_seconds),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -73,7 +76,7 @@ def running_server(artifacts: Path, log_path: Path, **env_overrides: str) -> Ite
     try:
         while True:
             try:
-                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
+                if requests.get(f"{base}{ready_path}", timeout=5).status_code == 200:
                     break
             except requests.RequestException:
                 pass
@@ -181,6 +184,25 @@ def _hammer(
             failures.append(repr(exc))
 
 
+@contextlib.contextmanager
+def hammering(
+    base: str, user: str, clients: int = 4
+) -> Iterator[tuple[Counter[str], list[str]]]:
+    """`clients` threads posting recommendations for `user` until the block ends; yields
+    (answers per bundle, failures), complete once the block has ended."""
+    stop, seen, failures = threading.Event(), Counter[str](), []
+    threads = [threading.Thread(target=_hammer, args=(base, user, stop, seen, failures))
+               for _ in range(clients)]  # fmt: skip
+    for t in threads:
+        t.start()
+    try:
+        yield seen, failures
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+
 def _wait_all_workers_on(base: str, user: str, run_id: str, timeout: float = 20) -> None:
     """Every worker answers from run_id: 20 answers in a row say so."""
     deadline = time.monotonic() + timeout
@@ -195,24 +217,13 @@ def test_reload_under_load_fails_no_request(
     server: str, service_artifacts: Path, ids: dict[str, str]
 ) -> None:
     old = current_bundle(service_artifacts).name
-    stop, seen, failures = threading.Event(), Counter[str](), []
-    threads = [
-        threading.Thread(target=_hammer, args=(server, ids["user"], stop, seen, failures))
-        for _ in range(4)
-    ]
-    for t in threads:
-        t.start()
-    try:
+    with hammering(server, ids["user"]) as (seen, failures):
         time.sleep(1.0)
         publish_clone(service_artifacts, "run-reloaded")
         resp = requests.post(f"{server}/admin/reload", headers={"X-Admin-Token": TOKEN}, timeout=60)
         assert resp.status_code == 200 and resp.json()["serving"] == "run-reloaded"
         _wait_all_workers_on(server, ids["user"], "run-reloaded")
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=30)
     assert failures == []
     assert seen[old] > 0 and seen["run-reloaded"] > 0
 
