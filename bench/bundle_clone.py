@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
+
+from loadgen import Periodic
 
 from shared.bundle import current_bundle, load_manifest, read_current, run_dir, write_current
 from shared.bundle_layout import MANIFEST
@@ -55,28 +56,18 @@ def publish_clone(artifacts: Path, run_id: str, keep: int = 3) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-class Republisher:
+class Republisher(Periodic):
     """A thread publishing a clone every `every` seconds until stopped; `published` lists
     (seconds since start, run id) of each."""
 
+    name = "republisher"
+
     def __init__(self, artifacts: Path, every: float, prefix: str = "reload") -> None:
-        self.artifacts, self.every, self.prefix = artifacts, every, prefix
+        super().__init__(every)
+        self.artifacts, self.prefix = artifacts, prefix
         self.published: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="republisher", daemon=True)
-        self._t0 = time.monotonic()
 
-    def start(self) -> Republisher:
-        self._t0 = time.monotonic()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every):
-            run_id = f"{self.prefix}-{time.strftime('%H%M%S')}-{len(self.published):04d}"
-            publish_clone(self.artifacts, run_id)
-            self.published.append((time.monotonic() - self._t0, run_id))
+    def tick(self, elapsed: float) -> None:
+        run_id = f"{self.prefix}-{time.strftime('%H%M%S')}-{len(self.published):04d}"
+        publish_clone(self.artifacts, run_id)
+        self.published.append((time.monotonic() - self._t0, run_id))

@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,36 @@ def run_wrk(
         "errors": int(grab(r"Non-2xx or 3xx responses: (\d+)") or 0),
         "socket_errors": grab(r"Socket errors: (.*)"),
     }
+
+
+class Periodic:
+    """A daemon thread calling `tick(seconds since start)` every `every` seconds until
+    `stop()`; with `tick_first`, once at start too. What the benchmarks run beside the load
+    (bundle_clone.Republisher, soak.MemorySampler)."""
+
+    name = "periodic"
+    tick_first = False
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._t0 = time.monotonic()
+
+    def start(self) -> Periodic:
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def tick(self, elapsed: float) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        if self.tick_first:
+            self.tick(time.monotonic() - self._t0)
+        while not self._stop.wait(self.every):
+            self.tick(time.monotonic() - self._t0)

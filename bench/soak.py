@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,36 +25,26 @@ from typing import Any
 from bundle_clone import Republisher, scratch_artifacts
 from load_report import get, worker_memory
 from load_test import ROOT, _reloads, _uptime, bench_artifacts, request_bodies
-from loadgen import free_port, open_loop, start_server, summarize, warm_up
+from loadgen import Periodic, free_port, open_loop, start_server, summarize, warm_up
 
 
-class MemorySampler:
+class MemorySampler(Periodic):
     """RSS per worker every `every` s: (seconds since start, {pid: RSS MiB})."""
 
+    name = "rss"
+    tick_first = True
+
     def __init__(self, master: int, every: float = 10.0) -> None:
-        self.master, self.every = master, every
+        super().__init__(every)
+        self.master = master
         self.samples: list[tuple[float, dict[int, float]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss", daemon=True)
 
-    def start(self) -> MemorySampler:
-        self._t0 = time.monotonic()
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                rss = {m["pid"]: m["rss_mib"] for m in worker_memory(self.master)}
-                self.samples.append((time.monotonic() - self._t0, rss))
-            except (OSError, AttributeError):  # a worker between exit and restart
-                pass
-            if self._stop.wait(self.every):
-                return
+    def tick(self, elapsed: float) -> None:
+        try:
+            rss = {m["pid"]: m["rss_mib"] for m in worker_memory(self.master)}
+            self.samples.append((elapsed, rss))
+        except (OSError, AttributeError):  # a worker between exit and restart
+            pass
 
 
 def per_minute(result: dict[str, Any], minutes: int, published: list[float],
