@@ -1,0 +1,59 @@
+"""Feedback events: what product services tell us users did with what was served.
+
+The contract both sides read. The service validates `POST /v1/events` bodies and appends
+each accepted event to the event log (`ART/event_log/date=YYYY-MM-DD/part-*.parquet`, the
+same layout and durability rules as the served-request log); the warehouse loads that log
+as `events` and joins it to the served log (`exposures`); the nightly run reads it as
+interactions (type -> weight from the pipeline config, `dislike` kept as a negative).
+
+Pure Python plus pyarrow: the service imports it, and so does the batch side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+EVENT_LOG_DIR = "event_log"
+
+IMPRESSION = "impression"
+CLICK = "click"
+PLAY = "play"
+COMPLETE = "complete"
+RATING = "rating"
+DISLIKE = "dislike"
+# The default set; the service's `event_types` setting may narrow or extend it.
+DEFAULT_EVENT_TYPES: tuple[str, ...] = (IMPRESSION, CLICK, PLAY, COMPLETE, RATING, DISLIKE)
+# Types that mean "the user engaged with the item": they become the user's recent items.
+ENGAGED_TYPES: frozenset[str] = frozenset({CLICK, PLAY, COMPLETE, RATING})
+# Types that mean "do not show this again" (until the exclusion's TTL).
+NEGATIVE_TYPES: frozenset[str] = frozenset({DISLIKE})
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),  # the client's, or "srv-<uuid>" when it sent none
+        ("type", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("ts", pa.timestamp("ms", tz="UTC")),  # when it happened (client's, else received_at)
+        ("received_at", pa.timestamp("ms", tz="UTC")),  # when the service acknowledged it
+        ("request_id", pa.string()),  # the served request it answers, when the client knows
+        ("value", pa.float64()),  # rating value, watch fraction...; null when not given
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """One accepted event, as the event log and the real-time store take it."""
+
+    event_id: str
+    type: str
+    user_id: str
+    item_id: str
+    ts: dt.datetime  # timezone-aware UTC
+    received_at: dt.datetime  # timezone-aware UTC
+    request_id: str | None = None
+    value: float | None = None
