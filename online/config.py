@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.events import DEFAULT_EVENT_TYPES
 
 ENV_PREFIX = "RECSYS_"
 
@@ -74,6 +76,38 @@ class ServiceConfig(BaseModel):
     # The served-request log the nightly run loads into the warehouse (docs/warehouse.md).
     request_log: bool = Field(True, description="write ART/served_log Parquet files")
     request_log_rotate_seconds: float = Field(60.0, gt=0.0, description="max age of a log file")
+    # Feedback events (POST /v1/events, docs/feedback.md).
+    event_types: tuple[str, ...] = Field(
+        DEFAULT_EVENT_TYPES, min_length=1, description="accepted event types (comma-separated)"
+    )
+    events_max_age_seconds: float = Field(
+        7 * 86400.0, gt=0.0, description="events older than this (by ts) are refused"
+    )
+    events_max_future_seconds: float = Field(
+        300.0, ge=0.0, description="clock skew tolerated for a ts ahead of the server's"
+    )
+    events_dedup_seconds: float = Field(
+        86400.0, gt=0.0, description="window in which a repeated event_id is a duplicate"
+    )
+    # The real-time store (online/realtime): recent items and exclusions from events.
+    realtime: Literal["sqlite", "redis", "memory", "off"] = Field(
+        "memory", description="sqlite (one machine), redis (replicas), memory (tests), off"
+    )
+    redis_url: str | None = Field(None, description="redis://host:port/db; implies realtime=redis")
+    realtime_max_recent: int = Field(50, ge=1, le=1000, description="recent items kept per user")
+    realtime_ttl_seconds: float = Field(
+        3 * 86400.0, gt=0.0, description="how long a recent item or exclusion lasts"
+    )
+    # Serve the popular list to everyone (the simulator's and experiments' baseline arm).
+    popular_only: bool = False
+
+    @field_validator("event_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: Any) -> Any:
+        # From the environment the set arrives as one comma-separated string.
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServiceConfig:
@@ -92,9 +126,13 @@ class ServiceConfig(BaseModel):
         out: dict[str, str] = {}
         for name, value in self.model_dump(mode="json").items():
             if value is not None:
-                out[ENV_PREFIX + name.upper()] = (
-                    str(value).lower() if isinstance(value, bool) else str(value)
-                )
+                if isinstance(value, bool):
+                    text = str(value).lower()
+                elif isinstance(value, list | tuple):
+                    text = ",".join(str(v) for v in value)
+                else:
+                    text = str(value)
+                out[ENV_PREFIX + name.upper()] = text
         return out
 
 

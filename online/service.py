@@ -10,6 +10,7 @@ from flask import current_app, g
 from online.bundle_loader import LoadedBundle
 from online.bundle_store import BundleStore
 from online.config import ServiceConfig
+from online.realtime import RealtimeStore
 from online.recommend import Recommender
 from shared.errors import ApiError
 from shared.request_log import RequestLogWriter
@@ -24,6 +25,8 @@ class Service:
     recommender: Recommender
     # One writer per worker, built after the fork (its thread would not survive one).
     request_log: RequestLogWriter | None = None
+    # Recent items and exclusions from feedback events (None: realtime=off).
+    realtime: RealtimeStore | None = None
 
 
 def get_service() -> Service:

@@ -13,9 +13,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from shared.events import ENGAGED_TYPES, NEGATIVE_TYPES, FeedbackEvent
+
+if TYPE_CHECKING:
+    from online.config import ServiceConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +93,27 @@ class MemoryStore:
 
     def close(self) -> None:
         return None
+
+
+def open_store(config: ServiceConfig) -> RealtimeStore | None:
+    """The store the config names (None when real-time personalisation is off).
+
+    `redis_url` set means Redis whatever `realtime` says: several replicas must share one
+    store, and a URL in the environment is the operator saying so.
+    """
+    kind = "redis" if config.redis_url else config.realtime
+    if kind == "off":
+        return None
+    if kind == "memory":
+        return MemoryStore(
+            max_recent=config.realtime_max_recent,
+            ttl_seconds=config.realtime_ttl_seconds,
+            dedup_seconds=config.events_dedup_seconds,
+        )
+    if kind == "redis":
+        from online.realtime.redis_store import RedisStore  # only where Redis is asked for
+
+        return RedisStore.from_config(config)
+    from online.realtime.sqlite_store import SqliteStore
+
+    return SqliteStore.from_config(config)
