@@ -212,6 +212,8 @@ def build(inputs: WarehouseInputs, raw_target: Path, analyst_target: Path,
         try:
             _raw_tables(con, inputs)
             lap("raw tables")
+            _feedback(con, inputs.events, inputs.attribution_window_minutes)
+            lap("events + exposures")
             _user_keys(con, key)
             lap("user keys")
             _schemas_in_raw(con)
@@ -312,7 +314,6 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
     con.register("src_metrics", inputs.metrics)
     con.execute("CREATE TABLE metrics AS SELECT * FROM src_metrics")
     _served(con, inputs.served)
-    _feedback(con, inputs.events, inputs.attribution_window_minutes)
 
 
 def _union_by_name(src: str) -> str:
@@ -369,52 +370,58 @@ def _feedback(con: duckdb.DuckDBPyConnection, events: Source | None,
         f"FROM {src} WHERE event_id IS NOT NULL "
         "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at, ts) = 1"
     )
+    attributed = attributed_events_sql("events_dedup", "served_impressions", window_minutes)
+    con.execute(f"CREATE TABLE events AS {attributed} ORDER BY ts, event_id")
     con.execute(
-        """
-        CREATE TEMP TABLE attribution AS
+        f"CREATE TABLE exposures AS {exposures_sql('events', 'served_impressions')} "
+        "ORDER BY ts, request_id, position"
+    )
+    con.execute("DROP TABLE events_dedup")
+
+
+def attributed_events_sql(events: str, shown: str, window_minutes: int) -> str:
+    """SELECT every row of `events` (deduplicated; the event log's columns) with
+    `attributed_request_id` and `attribution` ('request_id', 'window' or NULL), attributed
+    to the rows of `shown` (served_impressions). Exposed so the benchmark can time the same
+    SQL as a view."""
+    window = int(window_minutes)  # an int literal: views take no prepared parameters
+    return f"""
         WITH direct AS (
             SELECT e.event_id, s.request_id, 'request_id' AS attribution
-            FROM events_dedup e
-            JOIN served_impressions s ON s.request_id = e.request_id AND s.item_id = e.item_id
+            FROM {events} AS e
+            JOIN {shown} AS s ON s.request_id = e.request_id AND s.item_id = e.item_id
             QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY s.rank) = 1
         ),
-        rest AS (SELECT * FROM events_dedup ANTI JOIN direct USING (event_id)),
-        shown AS (SELECT user_id, item_id, ts, request_id FROM served_impressions
-                  WHERE user_id IS NOT NULL)
-        SELECT * FROM direct
-        UNION ALL
-        SELECT r.event_id, s.request_id, 'window' AS attribution
-        FROM rest r ASOF JOIN shown s
-            ON r.user_id = s.user_id AND r.item_id = s.item_id AND r.ts >= s.ts
-        WHERE r.ts <= s.ts + to_minutes(CAST($window AS BIGINT))
-        """,
-        {"window": window_minutes},
-    )
-    con.execute(
-        "CREATE TABLE events AS SELECT e.*, a.request_id AS attributed_request_id, "
-        "a.attribution FROM events_dedup e LEFT JOIN attribution a USING (event_id) "
-        "ORDER BY e.ts, e.event_id"
-    )
+        rest AS (SELECT ev.* FROM {events} AS ev ANTI JOIN direct USING (event_id)),
+        by_user AS (SELECT user_id, item_id, ts, request_id FROM {shown}
+                    WHERE user_id IS NOT NULL),
+        attribution AS (
+            SELECT * FROM direct
+            UNION ALL
+            SELECT r.event_id, s.request_id, 'window' AS attribution
+            FROM rest AS r ASOF JOIN by_user AS s
+                ON r.user_id = s.user_id AND r.item_id = s.item_id AND r.ts >= s.ts
+            WHERE r.ts <= s.ts + to_minutes({window})
+        )
+        SELECT e.*, a.request_id AS attributed_request_id, a.attribution
+        FROM {events} AS e LEFT JOIN attribution AS a USING (event_id)"""
+
+
+def exposures_sql(attributed_events: str, shown: str) -> str:
+    """SELECT one row per row of `shown` with the outcomes of the events attributed to it."""
     flags = ", ".join(f"bool_or(type = '{t}') AS {c}" for c, t in OUTCOME_COLUMNS.items())
     coalesced = ", ".join(f"coalesce(o.{c}, false) AS {c}" for c in OUTCOME_COLUMNS)
-    con.execute(
-        f"""
-        CREATE TABLE exposures AS
+    return f"""
         WITH outcomes AS (
             SELECT attributed_request_id AS request_id, item_id,
                    bool_or(type = 'impression') AS impressed, {flags},
                    min(ts) FILTER (WHERE type <> 'impression') AS first_outcome_ts
-            FROM events WHERE attributed_request_id IS NOT NULL GROUP BY ALL
+            FROM {attributed_events} WHERE attributed_request_id IS NOT NULL GROUP BY ALL
         )
         SELECT s.request_id, s.ts, s.user_id, s.bundle, s.served_by, s.fallback_reason,
                s.endpoint, s.rank AS position, s.item_id, s.score, s.sources,
                coalesce(o.impressed, false) AS impressed, {coalesced}, o.first_outcome_ts
-        FROM served_impressions s LEFT JOIN outcomes o USING (request_id, item_id)
-        ORDER BY s.ts, s.request_id, s.rank
-        """
-    )
-    con.execute("DROP TABLE attribution")
-    con.execute("DROP TABLE events_dedup")
+        FROM {shown} AS s LEFT JOIN outcomes AS o USING (request_id, item_id)"""
 
 
 def _user_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
