@@ -98,6 +98,9 @@ def test_window_is_a_build_setting(tmp_path: Path) -> None:
     narrow = attribution(build_art(tmp_path / "narrow", window=5))
     # Only the direct ones survive a 5-minute window (e4/e14 came 10 min, e8 20, e12 6 after).
     assert narrow == {e: a if a and a[1] == "request_id" else None for e, a in ATTRIBUTED.items()}
+    # The bound is inclusive: e4 and e14 came exactly 10 minutes after their request.
+    ten = attribution(build_art(tmp_path / "ten", window=10))
+    assert ten == {**ATTRIBUTED, "e8": None}
     wide = attribution(build_art(tmp_path / "wide", window=60))
     assert wide == {**ATTRIBUTED, "e5": ("q1", "window")}  # 45 min after q1
 
