@@ -1,7 +1,8 @@
 """SqliteStore: the real-time store for one machine, one file shared by every worker.
 
-Layout: ART/runtime/realtime.sqlite3 (or `runtime_dir`/realtime.sqlite3 when the operator
-names a lasting runtime dir), in WAL mode so readers (every request) never wait on the
+Layout: ART/runtime/realtime.sqlite3 (not `runtime_dir`: `recsys serve` makes that a fresh
+temp dir per server, and the state must outlive a restart and be shared by every server on
+the machine that serves this artifact root), in WAL mode so readers (every request) never wait on the
 writer (the events endpoint), `synchronous=NORMAL` (a power cut may lose the last
 transactions, never corrupt the file: the state is hours of recency, not a ledger).
 
@@ -34,6 +35,7 @@ from shared.events import ENGAGED_TYPES, NEGATIVE_TYPES, FeedbackEvent
 if TYPE_CHECKING:
     from online.config import ServiceConfig
 
+RUNTIME_DIR = "runtime"
 FILE_NAME = "realtime.sqlite3"
 RECENT, EXCLUDED = 0, 1
 PRUNE_EVERY_SECONDS = 60.0
@@ -97,11 +99,8 @@ class SqliteStore:
 
     @classmethod
     def from_config(cls, config: ServiceConfig) -> SqliteStore:
-        root = config.runtime_dir if config.runtime_dir is not None else (
-            config.artifacts / "runtime"
-        )
         return cls(
-            root / FILE_NAME,
+            config.artifacts / RUNTIME_DIR / FILE_NAME,
             max_recent=config.realtime_max_recent,
             ttl_seconds=config.realtime_ttl_seconds,
             dedup_seconds=config.events_dedup_seconds,

@@ -179,3 +179,17 @@ def test_a_redis_that_is_down_raises_store_unavailable_quickly() -> None:
             call()
     assert time.perf_counter() - t0 < 2.0
     store.close()
+
+
+def test_open_store_defaults_to_sqlite_under_the_artifact_root(tmp_path: Path) -> None:
+    from online.config import ServiceConfig
+    from online.realtime import open_store
+
+    store = open_store(ServiceConfig(artifacts=tmp_path, runtime_dir=tmp_path / "tmp-run"))
+    assert isinstance(store, SqliteStore)
+    store.record([ev("u1", "a")])
+    assert (tmp_path / "runtime" / "realtime.sqlite3").is_file()  # outlives runtime_dir
+    store.close()
+    assert open_store(ServiceConfig(artifacts=tmp_path, realtime="off")) is None
+    assert isinstance(open_store(ServiceConfig(artifacts=tmp_path, realtime="memory")),
+                      MemoryStore)  # fmt: skip
