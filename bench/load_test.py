@@ -10,6 +10,10 @@ One run starts `recsys serve` (2 workers) on a scratch copy of a bundle and meas
      over interleaved rounds (each phase's median round);
   3. per phase, the garbage collector's full passes and the per-stage latency from the
      /metrics histograms; RSS/PSS per worker from /proc.
+With `--realtime` the two servers are real-time off and real-time on (SQLite, every known
+user holding 20 recent plays and 3 dislikes in ART/runtime/realtime.sqlite3), same code
+(this checkout, or --code's), and the per-request cost of the store is the difference;
+the ratios also go to bench/results/realtime/<date>.json.
 With `--code OTHER_CHECKOUT` a second server runs that checkout's code on its own copy of the
 same bundle and every phase alternates between the two: old and new code side by side in
 one run, under the same load on the machine.
@@ -29,6 +33,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,7 @@ from load_report import (
 from loadgen import free_port, open_loop, run_wrk, start_server, warm_up
 
 ROOT = Path(__file__).resolve().parents[1]
+REALTIME_LABELS = ("realtime off", "realtime sqlite")
 RELOAD_PHASE = "full path, bundle republished during the phase"
 
 
@@ -89,6 +95,57 @@ def request_bodies(bundle: Path) -> dict[str, list[bytes]]:
                                  "context": {"device": f"bench-{i}"}}).encode()
                      for i in range(20_000)],
     }  # fmt: skip
+
+
+def seed_realtime(art: Path, users: np.ndarray) -> None:
+    """State for every user the load test asks for: 20 plays and 3 dislikes in the last
+    hour, written with the store the server will read (its file under ART/runtime)."""
+    import datetime as dt
+
+    from online.realtime.sqlite_store import FILE_NAME, RUNTIME_DIR, SqliteStore
+    from shared.events import FeedbackEvent
+
+    store = SqliteStore(art / RUNTIME_DIR / FILE_NAME)
+    now = time.time()
+    events = []
+    for u, user in enumerate(users):
+        for n in range(23):
+            ts = dt.datetime.fromtimestamp(now - 3600 + n, dt.UTC)
+            events.append(FeedbackEvent(f"seed-{u}-{n}", "play" if n < 20 else "dislike",
+                                        str(user), f"m{(u * 13 + n * 7) % 10000}", ts, ts))
+    store.record(events)
+    store.close()
+
+
+def _lookups(port: int) -> float:
+    """Real-time state lookups the server's workers made so far."""
+    text = get(port, "/metrics")[1].decode()
+    return sum(float(v) for v in
+               re.findall(r"recsys_realtime_lookup_seconds_count\{[^}]*\} ([\d.e+]+)", text))
+
+
+def realtime_ratios(
+    fixed: dict[str, dict[str, dict[str, Any]]],
+    saturation: dict[str, dict[str, dict[str, Any]]],
+    lookups: dict[str, float],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """On vs off, per phase: p50/p99 at the fixed rate, throughput under wrk."""
+    on, off = REALTIME_LABELS[1], REALTIME_LABELS[0]
+    out: dict[str, Any] = {"command": " ".join(["bench/load_test.py", *sys.argv[1:]]),
+                           "lookups_by_server": lookups, "fixed_rate": {}, "saturation": {}}
+    for name in fixed[on]:
+        a, b = fixed[on][name], fixed[off][name]
+        out["fixed_rate"][name] = {
+            "p50_ms_on": a.get("p50"), "p50_ms_off": b.get("p50"),
+            "p99_ms_on": a.get("p99"), "p99_ms_off": b.get("p99"),
+        }
+    for name in saturation.get(on, {}):
+        a, b = saturation[on][name], saturation[off][name]
+        out["saturation"][name] = {"rps_on": a["rps"], "rps_off": b["rps"],
+                                   "rps_ratio_on_off": round(a["rps"] / b["rps"], 3)
+                                   if b["rps"] else None}  # fmt: skip
+    return out
 
 
 def _reloads(port: int) -> float:
@@ -138,6 +195,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--procs", type=int, default=4, help="open-loop client processes")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.md")
+    parser.add_argument("--realtime", action="store_true",
+                        help="two servers: real-time store off vs on (SQLite, users with state)")
     args = parser.parse_args()
 
     work, given = bench_artifacts(args.artifacts)
@@ -148,14 +207,23 @@ def main() -> None:
     codes: dict[str, Path | None] = {"this checkout": None}
     if args.code is not None:
         codes[args.code_label] = args.code.resolve()
+    envs: dict[str, dict[str, str]] = {}
+    if args.realtime:
+        code = None if args.code is None else args.code.resolve()
+        codes = {label: code for label in REALTIME_LABELS}
+        envs = {REALTIME_LABELS[0]: {"RECSYS_REALTIME": "off"},
+                REALTIME_LABELS[1]: {"RECSYS_REALTIME": "sqlite"}}  # fmt: skip
     load_before, uptime_before = os.getloadavg(), _uptime()
     servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
     try:
         for label, code in codes.items():
             art = scratch_artifacts(given, work / f"art-{len(servers)}")
+            if envs.get(label, {}).get("RECSYS_REALTIME") == "sqlite":
+                seed_realtime(art, known_users(bundle))
             port = free_port()
             log = work / f"server-{len(servers)}.log"
-            servers[label] = (start_server(art, port, args.workers, log, code), port, art)
+            servers[label] = (start_server(art, port, args.workers, log, code,
+                                           extra_env=envs.get(label)), port, art)
             warm_up(port, bodies["full"][:200] + bodies["cold"][:20])
         phases = {
             "trivial GET /v1/ping": ("GET", "/v1/ping", [], False),
@@ -183,6 +251,7 @@ def main() -> None:
             for (label, name), runs in rounds.items():
                 saturation[label][name] = median_round(runs)
         memory = {label: worker_memory(proc.pid) for label, (proc, _, _) in servers.items()}
+        lookups = {label: _lookups(port) for label, (_, port, _) in servers.items()}
     finally:
         for proc, _, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
@@ -190,6 +259,17 @@ def main() -> None:
             proc.wait(timeout=30)
     load_after = os.getloadavg()
     report(args, bundle, fixed, saturation, memory, (load_before, load_after), uptime_before)
+    if args.realtime:
+        ratios = realtime_ratios(fixed, saturation, lookups, args)
+        if not lookups[REALTIME_LABELS[1]]:
+            print("WARNING: the real-time server made no state lookups: this code does not "
+                  "open the store in create_app; the two servers measured the same path")
+        out = ROOT / "bench" / "results" / "realtime" / f"{time.strftime('%Y-%m-%d')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        merged = json.loads(out.read_text()) if out.exists() else {}
+        merged["load_test"] = ratios
+        out.write_text(json.dumps(merged, indent=2) + "\n")
+        print(json.dumps(ratios, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
 

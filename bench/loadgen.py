@@ -41,6 +41,7 @@ def start_server(
     log: Path,
     code: Path | None = None,
     reload_poll_seconds: float = 1.0,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`recsys serve` on artifacts; with `code`, that checkout's packages instead of ours
     (PYTHONPATH is inherited by the gunicorn workers, so they import that code too)."""
@@ -49,6 +50,7 @@ def start_server(
     env["RECSYS_RELOAD_POLL_SECONDS"] = f"{reload_poll_seconds:g}"
     root = code or Path(__file__).resolve().parents[1]
     env["PYTHONPATH"] = str(root)
+    env.update(extra_env or {})
     cmd = [str(RECSYS), "serve", "--artifacts", str(artifacts), "--port", str(port),
            "--workers", str(workers), "--log-level", "WARNING"]  # fmt: skip
     # gunicorn puts its working directory first on the workers' sys.path: run it from root.

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+import time
 import uuid
 from typing import IO, Any, TypeVar
 
@@ -10,7 +13,9 @@ from flask import Blueprint, g, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from online import metrics
 from online.errors import validation_error
+from online.realtime import EMPTY, StoreUnavailable, UserState
 from online.recommend import Answer, Query
 from online.schemas import (
     RecommendationRequest,
@@ -22,6 +27,13 @@ from shared.errors import ApiError
 from shared.request_log import ServedRequest
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
+log = logging.getLogger(__name__)
+
+# A store that is down fails every request's lookup: one log line per interval, not per
+# request (the metric counts them all).
+_STORE_LOG_INTERVAL = 30.0
+_store_log_lock = threading.Lock()
+_store_logged_at = float("-inf")
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -120,12 +132,43 @@ def _log_served(user_id: str, answer: Answer, bundle: str, took: float, endpoint
     return request_id
 
 
+def _user_state(user_id: str) -> UserState:
+    """The user's real-time state, fetched once per request; empty when the store is off,
+    down or slow to fail: the request is served without it, never failed for it."""
+    global _store_logged_at
+    store = get_service().realtime
+    if store is None:
+        return EMPTY
+    kind = type(store).__name__
+    t0 = time.perf_counter()
+    try:
+        state = store.state(user_id, time.time())
+    except StoreUnavailable as exc:
+        metrics.REALTIME_ERRORS.labels(kind, "state").inc()
+        with _store_log_lock:
+            if t0 - _store_logged_at >= _STORE_LOG_INTERVAL:
+                _store_logged_at = t0
+                log.warning("real-time store unavailable, serving without it: %s", exc)
+        return EMPTY
+    metrics.REALTIME_LOOKUP_SECONDS.labels(kind).observe(time.perf_counter() - t0)
+    return state
+
+
 def _query(body: RecommendationRequest | RerankRequest, exclude: list[str]) -> Query:
+    recent = list(body.context.recent_item_ids)
+    state = _user_state(body.user_id)
+    if state is not EMPTY:
+        # The request's own recent items win; else what the events say it just did. The
+        # scored-candidate cache keys on the recent items, so a new event changes the key.
+        if not recent:
+            recent = list(state.recent_item_ids[: get_service().config.max_recent_items])
+        # Just watched or disliked: not shown again (until the entry's TTL).
+        exclude = [*exclude, *state.recent_item_ids, *state.excluded_item_ids]
     return Query(
         user_id=body.user_id,
         k=body.k,
         region=body.context.region,
-        recent_item_ids=body.context.recent_item_ids,
+        recent_item_ids=recent,
         device=body.context.device,
         exclude_item_ids=exclude,
     )

@@ -91,7 +91,7 @@ class ServiceConfig(BaseModel):
     )
     # The real-time store (online/realtime): recent items and exclusions from events.
     realtime: Literal["sqlite", "redis", "memory", "off"] = Field(
-        "memory", description="sqlite (one machine), redis (replicas), memory (tests), off"
+        "sqlite", description="sqlite (one machine), redis (replicas), memory (tests), off"
     )
     redis_url: str | None = Field(None, description="redis://host:port/db; implies realtime=redis")
     realtime_max_recent: int = Field(50, ge=1, le=1000, description="recent items kept per user")

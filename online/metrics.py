@@ -51,6 +51,15 @@ SERVED = Counter("recsys_served_total", "Answers by endpoint and path", ["endpoi
 FALLBACKS = Counter("recsys_fallback_total", "Fallbacks taken, by reason", ["reason"])
 SCORED = Counter("recsys_scored_total", "Re-rank calls by scorer", ["scorer"])
 CACHE_REQUESTS = Counter("recsys_cache_requests_total", "LRU cache lookups", ["cache", "result"])
+# The real-time store on the request path (online/realtime): lookup time and failures
+# (a failure serves an empty state, so this counter is the only sign of one).
+REALTIME_LOOKUP_SECONDS = Histogram(
+    "recsys_realtime_lookup_seconds", "Real-time store state() per request", ["store"],
+    buckets=_BUCKETS,
+)
+REALTIME_ERRORS = Counter(
+    "recsys_realtime_errors_total", "Real-time store failures, by operation", ["store", "op"]
+)
 # Cyclic GC passes by generation (online/gc_tuning.py): a full pass over an unfrozen heap
 # stalls the worker's requests for tens of milliseconds.
 GC_PAUSE_SECONDS = Histogram(

@@ -32,6 +32,15 @@ class UserState:
 EMPTY = UserState()
 
 
+class StoreUnavailable(Exception):
+    """The store could not be read or written (Redis down, SQLite file unusable).
+
+    The request path answers with an empty state instead (recommendations never fail for
+    it); the events endpoint maps it to 503 so the client retries the batch (`claim` is
+    idempotent, so a retry after a partial failure does not double count).
+    """
+
+
 class RealtimeStore(Protocol):
     def claim(self, event_ids: Sequence[str], now: float) -> list[bool]:
         """For each id, True if it was not seen within the idempotency window (and now is
