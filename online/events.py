@@ -104,6 +104,11 @@ def post_events() -> tuple[dict[str, Any], int]:
             value=e.value,
         ))  # fmt: skip
 
+    # Never acknowledge what the log cannot take: a claimed id would make the client's
+    # retry a "duplicate", and the events would be lost. 503 before claiming anything.
+    if service.event_log is not None and not service.event_log.has_room(len(events)):
+        raise ApiError(503, "event log buffer full (disk failing?); retry later", None)
+
     # A repeated id inside the batch: the first occurrence is the one claimed.
     first: dict[str, int] = {}
     for i, ev in enumerate(events):

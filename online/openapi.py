@@ -82,9 +82,10 @@ def build_spec() -> dict[str, Any]:
                 "content": {"application/json": {"schema": _ref(EventsRequest)}},
             },
             # 202: taken (logged and recorded); repeated event ids are acknowledged as
-            # duplicates. 422 names the first bad field as events[i].field.
+            # duplicates. 422 names the first bad field as events[i].field; 503 when the
+            # event log's buffer is full (nothing taken: retry).
             "responses": {"202": _json(EventsResponse, "accepted")}
-            | _errors(400, 408, 413, 415, 422),
+            | _errors(400, 408, 413, 415, 422, 503),
         }
     }
     paths["/v1/items/{item_id}/similar"] = {

@@ -288,6 +288,12 @@ class ParquetLogWriter(Generic[R]):
                 self._wake.notify()
         return lost
 
+    def has_room(self, count: int) -> bool:
+        """Whether `count` more records would be buffered now, not dropped (a caller that
+        must not acknowledge what it cannot log asks first)."""
+        with self._lock:
+            return not self._closed and len(self._buffer) + count <= self.max_buffer_rows
+
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until everything appended so far is in the spool (tests, benchmarks)."""
         deadline = time.monotonic() + timeout

@@ -167,3 +167,14 @@ def test_served_log_keeps_each_items_sources(app: Flask, client: FlaskClient) ->
     assert all(answered) and all(s for row in answered for s in row)
     text = client.get("/metrics").get_data(as_text=True)
     assert 'recsys_log_records_written_total{log="served"}' in text
+
+
+def test_a_full_event_log_refuses_before_claiming(events_app: Flask, ev_client: FlaskClient) -> None:
+    writer = events_app.extensions["recsys"].event_log
+    writer.max_buffer_rows, bound = 0, writer.max_buffer_rows  # as if the disk had failed long
+    status, body = post(ev_client, [ev(0), ev(1)])
+    assert status == 503 and "retry" in body["error"]
+    writer.max_buffer_rows = bound
+    status, body = post(ev_client, [ev(0), ev(1)])  # the retry is taken, not a duplicate
+    assert (status, body["accepted"]) == (202, 2)
+    assert sorted(r["event_id"] for r in logged(events_app)) == ["e0", "e1"]
