@@ -114,8 +114,9 @@ def _log_served(user_id: str, answer: Answer, bundle: str, took: float, endpoint
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     writer = get_service().request_log
     if writer is not None:
-        shown = [(it["item_id"], rank, float(it["score"])) for rank, it in
-                 enumerate(answer.items, start=1)]  # fmt: skip
+        # sources are shared.sources.names_of tuples (immutable, shared between answers).
+        shown = [(it["item_id"], rank, float(it["score"]), tuple(it["sources"]))
+                 for rank, it in enumerate(answer.items, start=1)]  # fmt: skip
         writer.log(
             ServedRequest(
                 request_id=request_id,

@@ -14,12 +14,14 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from online import admin, api, errors, gc_tuning, health, metrics, openapi, ui
+from online import admin, api, errors, events, gc_tuning, health, metrics, openapi, ui
 from online.bundle_store import BundleStore
 from online.config import ServiceConfig
 from online.json_provider import OrjsonProvider
+from online.realtime import open_store
 from online.recommend import Recommender
 from online.service import EXTENSION, Service
+from shared.events import EventLogWriter, event_log_dir
 from shared.request_log import RequestLogWriter, log_dir
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,17 @@ _NO_BUNDLE_NEEDED = {
     "api.ping",
     "ui.index",
     "openapi.openapi",
+    "events.post_events",  # events are taken whether or not a bundle is loaded
 }
+
+
+def _log_metrics(name: str) -> dict[str, Any]:
+    """A log writer's callbacks, counting into /metrics under log=<name>."""
+    return {
+        "on_dropped": metrics.LOG_DROPPED.labels(name).inc,
+        "on_write_error": metrics.LOG_WRITE_ERRORS.labels(name).inc,
+        "on_written": metrics.LOG_WRITTEN.labels(name).inc,
+    }
 
 
 def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask:
@@ -45,16 +57,27 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
         RequestLogWriter(
             log_dir(config.artifacts),
             rotate_seconds=config.request_log_rotate_seconds,
-            on_dropped=metrics.REQUEST_LOG_DROPPED.inc,
-            on_write_error=metrics.REQUEST_LOG_WRITE_ERRORS.inc,
+            flush_seconds=config.log_flush_seconds,
+            **_log_metrics("served"),
         )
         if config.request_log
         else None
     )
-    service = Service(config, BundleStore(config), Recommender(config), request_log)
+    event_log = (
+        EventLogWriter(
+            event_log_dir(config.artifacts),
+            rotate_seconds=config.request_log_rotate_seconds,
+            flush_seconds=config.log_flush_seconds,
+            **_log_metrics("events"),
+        )
+        if config.event_log
+        else None
+    )
+    service = Service(config, BundleStore(config), Recommender(config), request_log,
+                      realtime=open_store(config), event_log=event_log)  # fmt: skip
     app.extensions[EXTENSION] = service
 
-    for module in (api, health, admin, metrics, openapi, ui):
+    for module in (api, events, health, admin, metrics, openapi, ui):
         app.register_blueprint(module.bp)
     errors.register(app)
 

@@ -76,6 +76,11 @@ class ServiceConfig(BaseModel):
     # The served-request log the nightly run loads into the warehouse (docs/warehouse.md).
     request_log: bool = Field(True, description="write ART/served_log Parquet files")
     request_log_rotate_seconds: float = Field(60.0, gt=0.0, description="max age of a log file")
+    event_log: bool = Field(True, description="write ART/event_log Parquet files")
+    # What a kill -9 of a worker can lose from either log (shared/parquet_log.py).
+    log_flush_seconds: float = Field(
+        0.2, gt=0.0, le=60.0, description="seconds between appends of each log to its spool"
+    )
     # Feedback events (POST /v1/events, docs/feedback.md).
     event_types: tuple[str, ...] = Field(
         DEFAULT_EVENT_TYPES, min_length=1, description="accepted event types (comma-separated)"

@@ -82,10 +82,10 @@ def post_worker_init(worker: Any) -> None:
 
 
 def worker_exit(server: Any, worker: Any) -> None:
-    """Flush this worker's buffered request log before it goes."""
+    """Write this worker's buffered logs as Parquet and close its store before it goes."""
     service = getattr(worker.wsgi, "extensions", {}).get("recsys")
-    if service is not None and service.request_log is not None:
-        service.request_log.close()
+    if service is not None:
+        service.close()
 
 
 def child_exit(server: Any, worker: Any) -> None:

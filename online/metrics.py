@@ -68,14 +68,18 @@ GC_PAUSE_SECONDS = Histogram(
 )
 ERRORS = Counter("recsys_errors_total", "Errors answered, by kind", ["kind"])
 RELOADS = Counter("recsys_bundle_reloads_total", "Bundle load attempts", ["result"])
-# The served-request log (shared/request_log.py): records lost (buffer full, or a write
-# failure that outlasted the buffer) and failed write attempts (each is retried).
-REQUEST_LOG_DROPPED = Counter(
-    "recsys_request_log_dropped_total", "Served-request log records lost"
+# The Parquet logs (shared/parquet_log.py), label log = served | events: records lost
+# (buffer full, or a write failure that outlasted the buffer), failed write attempts (each
+# is retried) and records written as Parquet.
+LOG_DROPPED = Counter("recsys_log_dropped_total", "Log records lost", ["log"])
+LOG_WRITE_ERRORS = Counter(
+    "recsys_log_write_errors_total", "Log write attempts that failed (retried)", ["log"]
 )
-REQUEST_LOG_WRITE_ERRORS = Counter(
-    "recsys_request_log_write_errors_total", "Served-request log write attempts that failed"
-)
+LOG_WRITTEN = Counter("recsys_log_records_written_total", "Log records written", ["log"])
+# POST /v1/events by event type (configured types, 'other', 'invalid' for a batch refused
+# by schema validation) and outcome: accepted, duplicate, refused.
+EVENTS = Counter("recsys_events_total", "Feedback events by type and outcome",
+                 ["type", "outcome"])  # fmt: skip
 ADMIN_AUTH = Counter(
     "recsys_admin_auth_total",
     "X-Admin-Token checks by outcome: accepted, missing, invalid, rate_limited",

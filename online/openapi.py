@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint
 from pydantic import BaseModel
 
+from online.event_schemas import EventsRequest, EventsResponse
 from online.schemas import (
     ErrorResponse,
     ReadyResponse,
@@ -31,6 +32,8 @@ _MODELS: list[type[BaseModel]] = [
     ErrorResponse,
     ReloadResponse,
     ReadyResponse,
+    EventsRequest,
+    EventsResponse,
 ]
 
 
@@ -70,6 +73,20 @@ def build_spec() -> dict[str, Any]:
             }
         }
         for path, (req, resp, summary) in post.items()
+    }
+    paths["/v1/events"] = {
+        "post": {
+            "summary": "Feedback events, 1..1000 per batch, all-or-nothing (docs/feedback.md)",
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref(EventsRequest)}},
+            },
+            # 202: taken (logged and recorded); repeated event ids are acknowledged as
+            # duplicates. 422 names the first bad field as events[i].field; 503 when the
+            # event log's buffer is full (nothing taken: retry).
+            "responses": {"202": _json(EventsResponse, "accepted")}
+            | _errors(400, 408, 413, 415, 422, 503),
+        }
     }
     paths["/v1/items/{item_id}/similar"] = {
         "get": {

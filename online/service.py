@@ -13,6 +13,7 @@ from online.config import ServiceConfig
 from online.realtime import RealtimeStore
 from online.recommend import Recommender
 from shared.errors import ApiError
+from shared.events import EventLogWriter
 from shared.request_log import RequestLogWriter
 
 EXTENSION = "recsys"
@@ -27,6 +28,16 @@ class Service:
     request_log: RequestLogWriter | None = None
     # Recent items and exclusions from feedback events (None: realtime=off).
     realtime: RealtimeStore | None = None
+    # The feedback event log (ART/event_log), one writer per worker like request_log.
+    event_log: EventLogWriter | None = None
+
+    def close(self) -> None:
+        """Write what the logs still hold and close the store (worker exit)."""
+        for writer in (self.request_log, self.event_log):
+            if writer is not None:
+                writer.close()
+        if self.realtime is not None:
+            self.realtime.close()
 
 
 def get_service() -> Service:

@@ -1,55 +1,41 @@
 """The served-request log: what the online service answered, as Parquet for the warehouse.
 
-Layout: `ART/served_log/date=YYYY-MM-DD/part-<pid>-<seq>.parquet`, one file per flush and
-UTC day. Each file is written under a hidden temporary name and then linked into place, so
-the nightly warehouse build (which globs `part-*.parquet`) never reads a half-written file,
-and two processes (gunicorn workers) never write the same name.
+Layout: `ART/served_log/date=YYYY-MM-DD/part-<pid>-<token>-<seq>.parquet`, written by the
+generic spooled writer in shared/parquet_log.py (read its docstring for buffering,
+durability under kill -9, orphan recovery, retries and the GIL); this module is the served
+log's schema and its record -> columns conversion.
 
-`RequestLogWriter.log()` only appends to an in-memory buffer under a lock (microseconds);
-a background thread writes the files, so a request never waits for disk. If the disk is
-slower than the traffic the buffer is bounded and excess records are dropped and counted
-(`dropped`) rather than blocking requests or growing without limit.
-
-A write that fails (disk full, the directory briefly unusable) loses nothing by itself: the
-records not yet on disk go back to the front of the buffer and are written again after a
-back-off (0.5 s doubling to `max_retry_seconds`), so only a failure that outlasts the
-buffer's bound drops records, and those are counted. Files already written by a
-half-failed flush are not written twice. `on_dropped` / `on_write_error` let the service
-export both as metrics (shared/ stays free of the metrics library).
-
-The writer shares the GIL with the requests of its process, so it is built not to stall
-them: the buffer holds each record as a flat tuple of strings and numbers, which the cyclic
-garbage collector stops tracking after its first pass (a buffer of records as objects was
-~20 000 tracked objects that every full collection walked, with the GIL held); and a
-buffer is converted to Arrow a slice of `_SLICE_ROWS` records at a time, with the GIL
-released between slices, so a request waits at most one slice (~1 ms) for it, never the
-whole conversion (60-85 ms for 10 000 records).
-
-Pure pyarrow (no flask): the service imports it, and so does the batch side.
+Each served item carries its `sources` (precomputed, ann, ...). Files written before that
+column existed have items of (item_id, rank, score) only; readers must treat a missing
+`sources` as unknown, never fail on it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import logging
-import os
-import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-log = logging.getLogger(__name__)
+from shared import parquet_log
+from shared.parquet_log import PART_GLOB, ParquetLogWriter, part_files, prune, recover_orphans
+
+__all__ = ["ITEM_TYPE", "PART_GLOB", "SCHEMA", "SERVED_LOG_DIR", "RequestLogWriter",
+           "ServedRequest", "empty_table", "log_dir", "part_files", "prune",
+           "recover_orphans", "to_table"]  # fmt: skip
 
 SERVED_LOG_DIR = "served_log"
-PART_GLOB = "date=*/part-*.parquet"
 
 ITEM_TYPE = pa.struct(
-    [("item_id", pa.string()), ("rank", pa.int32()), ("score", pa.float32())]
+    [
+        ("item_id", pa.string()),
+        ("rank", pa.int32()),
+        ("score", pa.float32()),
+        ("sources", pa.list_(pa.string())),  # candidate sources that proposed the item
+    ]
 )
 SCHEMA = pa.schema(
     [
@@ -65,6 +51,9 @@ SCHEMA = pa.schema(
     ]
 )
 
+# (item_id, rank, score, sources); (item_id, rank, score) is read as sources unknown (empty).
+ServedItem = tuple[str, int, float, tuple[str, ...]] | tuple[str, int, float]
+
 
 @dataclass(slots=True)
 class ServedRequest:
@@ -74,22 +63,28 @@ class ServedRequest:
     bundle: str | None
     served_by: str
     fallback_reason: str | None
-    items: Sequence[tuple[str, int, float]]  # (item_id, rank, score)
+    items: Sequence[ServedItem]
     latency_ms: float
     endpoint: str = "recommend"
 
 
-# A record as the buffer holds it: ServedRequest's fields in order, items as a tuple.
+# A record as the buffer holds it: ServedRequest's fields in order, items as a tuple of
+# (item_id, rank, score, sources tuple): atomic values only, untracked by the GC.
 _Row = tuple[str, dt.datetime, str | None, str | None, str, str | None,
-             tuple[tuple[str, int, float], ...], float, str]  # fmt: skip
-_SLICE_ROWS = 256  # records converted per GIL hold in the writer thread (~1 ms)
-_SLICE_PAUSE_SECONDS = 0.0005  # GIL released between slices: waiting requests run
+             tuple[tuple[str, int, float, tuple[str, ...]], ...], float, str]  # fmt: skip
+_SLICE_ROWS = parquet_log._SLICE_ROWS
+
+
+def _item(it: ServedItem) -> tuple[str, int, float, tuple[str, ...]]:
+    if len(it) == 4:
+        return (it[0], it[1], it[2], tuple(it[3]))  # type: ignore[misc]
+    return (it[0], it[1], it[2], ())
 
 
 def _row(r: ServedRequest) -> _Row:
     """The record as a tuple of atomic values only: untracked by the GC after one pass."""
     return (r.request_id, r.ts, r.user_id, r.bundle, r.served_by, r.fallback_reason,
-            tuple(r.items), float(r.latency_ms), r.endpoint)  # fmt: skip
+            tuple(_item(it) for it in r.items), float(r.latency_ms), r.endpoint)  # fmt: skip
 
 
 def to_table(records: Sequence[ServedRequest]) -> pa.Table:
@@ -104,12 +99,14 @@ def _rows_table(rows: Sequence[_Row]) -> pa.Table:
     item_ids: list[str] = []
     ranks: list[int] = []
     scores: list[float] = []
+    sources: list[tuple[str, ...]] = []
     for r in rows:
         if r[6]:
-            ids, rks, scs = zip(*r[6], strict=True)  # one C-level transpose per request
+            ids, rks, scs, srcs = zip(*r[6], strict=True)  # one C-level transpose per request
             item_ids.extend(ids)
             ranks.extend(rks)
             scores.extend(scs)
+            sources.extend(srcs)
         offsets.append(len(item_ids))
     items = pa.ListArray.from_arrays(
         pa.array(offsets, pa.int32()),
@@ -118,6 +115,7 @@ def _rows_table(rows: Sequence[_Row]) -> pa.Table:
                 pa.array(item_ids, pa.string()),
                 pa.array(ranks, pa.int32()),
                 pa.array(scores, pa.float32()),
+                pa.array(sources, pa.list_(pa.string())),
             ],
             fields=list(ITEM_TYPE),
         ),
@@ -140,13 +138,7 @@ def _rows_table(rows: Sequence[_Row]) -> pa.Table:
 
 
 def _sliced_table(rows: Sequence[_Row]) -> pa.Table:
-    """`_rows_table` a slice at a time, sleeping between slices (see the module doc)."""
-    parts = []
-    for start in range(0, len(rows), _SLICE_ROWS):
-        if start:
-            time.sleep(_SLICE_PAUSE_SECONDS)
-        parts.append(_rows_table(rows[start : start + _SLICE_ROWS]))
-    return pa.concat_tables(parts) if parts else empty_table()
+    return parquet_log.sliced_table(rows, _rows_table, SCHEMA)
 
 
 def empty_table() -> pa.Table:
@@ -157,182 +149,34 @@ def log_dir(artifacts: Path) -> Path:
     return artifacts / SERVED_LOG_DIR
 
 
-def part_files(root: Path) -> list[Path]:
-    """Every complete log file under root (temporary files are hidden and never match)."""
-    return sorted(root.glob(PART_GLOB)) if root.exists() else []
+_WARM = _row(ServedRequest("warm-up", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), None, None, "",
+                           None, [("", 1, 0.0, ("warm",))], 0.0))  # fmt: skip
 
 
-@dataclass
-class RequestLogWriter:
-    """Buffers served requests and writes rotating Parquet files from a background thread.
+class RequestLogWriter(ParquetLogWriter[_Row]):
+    """The served-request log's writer: `log(ServedRequest)`; see shared/parquet_log.py."""
 
-    A file is written when the buffer holds `rotate_rows` records or its oldest record is
-    `rotate_seconds` old; `close()` (call it at worker exit) writes what is left. Create it
-    after the server forks (one per gunicorn worker): a thread does not survive fork().
-    """
-
-    root: Path
-    rotate_rows: int = 10_000
-    rotate_seconds: float = 60.0
-    max_buffer_rows: int = 200_000
-    max_retry_seconds: float = 5.0
-    # Called (from the writer thread or log()) with the number of records dropped, and
-    # once per failed write attempt: the service counts them in /metrics.
-    on_dropped: Callable[[int], None] | None = None
-    on_write_error: Callable[[], None] | None = None
-    dropped: int = 0
-    write_errors: int = 0
-    files_written: int = 0
-    _buffer: list[_Row] = field(default_factory=list, repr=False)
-    _first_at: float | None = field(default=None, repr=False)
-    _seq: int = field(default=0, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _wake: threading.Condition = field(init=False, repr=False)
-    _closed: bool = field(default=False, repr=False)
-    _thread: threading.Thread = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-        # The first conversion pays ~0.3 s of one-off pyarrow/timezone set-up; pay it now,
-        # at start-up, not in the writer thread while requests are being served.
-        to_table([ServedRequest("warm-up", dt.datetime.now(dt.UTC), None, None, "", None,
-                                [("", 1, 0.0)], 0.0)])  # fmt: skip
-        self._wake = threading.Condition(self._lock)
-        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
-        self._thread.start()
+    def __init__(
+        self,
+        root: Path,
+        rotate_rows: int = 10_000,
+        rotate_seconds: float = 60.0,
+        max_buffer_rows: int = 200_000,
+        max_retry_seconds: float = 5.0,
+        on_dropped: Callable[[int], None] | None = None,
+        on_write_error: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            root, schema=SCHEMA, rows_table=_rows_table, name="request log",
+            rotate_rows=rotate_rows, rotate_seconds=rotate_seconds,
+            max_buffer_rows=max_buffer_rows, max_retry_seconds=max_retry_seconds,
+            on_dropped=on_dropped, on_write_error=on_write_error, warm_rows=[_WARM], **kwargs,
+        )  # fmt: skip
 
     def log(self, record: ServedRequest) -> None:
         """Append one record; never blocks on I/O, never raises."""
-        with self._lock:
-            if self._closed or len(self._buffer) >= self.max_buffer_rows:
-                self._drop(1)
-                return
-            if not self._buffer:
-                self._first_at = time.monotonic()
-            self._buffer.append(_row(record))
-            if len(self._buffer) >= self.rotate_rows:
-                self._wake.notify()
-
-    def close(self) -> None:
-        """Stop the thread and write everything still buffered."""
-        with self._lock:
-            self._closed = True
-            self._wake.notify()
-        self._thread.join()
+        self.append(_row(record))
 
     def __enter__(self) -> RequestLogWriter:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _due(self) -> bool:
-        if not self._buffer:
-            return False
-        age = time.monotonic() - (self._first_at or 0.0)
-        return len(self._buffer) >= self.rotate_rows or age >= self.rotate_seconds
-
-    def _drop(self, count: int) -> None:
-        self.dropped += count
-        if self.on_dropped is not None:
-            self.on_dropped(count)
-
-    def _run(self) -> None:
-        backoff = 0.0  # seconds to wait before the next attempt after a failed write
-        while True:
-            with self._lock:
-                if backoff and not self._closed:
-                    self._wake.wait(timeout=backoff)  # close() cuts a back-off short
-                while not self._closed and not self._due():
-                    # Wake at least every second to check the age of the oldest record.
-                    self._wake.wait(timeout=min(1.0, max(self.rotate_seconds, 0.01)))
-                batch, self._buffer = self._buffer, []
-                self._first_at = None
-                closing = self._closed
-            unwritten = self._write(batch) if batch else []
-            if unwritten:
-                backoff = min(max(2 * backoff, 0.5), self.max_retry_seconds)
-                if closing:  # the worker is going: one attempt is all it gets
-                    log.error("request log: %d records lost at exit", len(unwritten))
-                    self._drop(len(unwritten))
-                    return
-                self._requeue(unwritten)
-                continue
-            backoff = 0.0
-            if closing:
-                return
-
-    def _requeue(self, rows: list[_Row]) -> None:
-        """Put records whose write failed back in front of the buffer, oldest first, within
-        max_buffer_rows: what does not fit is the newest and is dropped (and counted)."""
-        with self._lock:
-            merged = rows + self._buffer
-            overflow = len(merged) - self.max_buffer_rows
-            if overflow > 0:
-                merged = merged[: self.max_buffer_rows]
-                self._drop(overflow)
-            self._buffer = merged
-            # The retried records are due at once (their age is what it was).
-            self._first_at = time.monotonic() - self.rotate_seconds
-
-    def _write(self, batch: list[_Row]) -> list[_Row]:
-        """Write batch as files of at most rotate_rows rows per UTC day; returns the records
-        of the files that could not be written (empty when all are on disk)."""
-        by_day: dict[str, list[_Row]] = {}
-        for r in batch:
-            by_day.setdefault(r[1].astimezone(dt.UTC).date().isoformat(), []).append(r)
-        step = max(1, self.rotate_rows)
-        chunks = [
-            (self.root / f"date={day}", records[start : start + step])
-            for day, records in sorted(by_day.items())
-            # A burst larger than rotate_rows still gives files of at most rotate_rows rows.
-            for start in range(0, len(records), step)
-        ]
-        for done, (folder, records) in enumerate(chunks):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                self._write_file(folder, records)
-            except Exception as exc:  # a full disk must not kill the thread or the service
-                left = [r for _, rows in chunks[done:] for r in rows]
-                self.write_errors += 1
-                if self.on_write_error is not None:
-                    self.on_write_error()
-                log.error("request log: could not write %d records, will retry (%s: %s)",
-                          len(left), type(exc).__name__, exc)  # fmt: skip
-                return left
-        return []
-
-    def _write_file(self, folder: Path, records: list[_Row]) -> None:
-        tmp = folder / f".tmp-{os.getpid()}-{threading.get_ident()}.parquet"
-        try:
-            pq.write_table(_sliced_table(records), tmp, compression="zstd")
-            while True:  # a restarted process may reuse a pid: never overwrite a file
-                self._seq += 1
-                final = folder / f"part-{os.getpid()}-{self._seq:06d}.parquet"
-                try:
-                    os.link(tmp, final)
-                    break
-                except FileExistsError:
-                    continue
-        finally:
-            # Hidden either way, but a failed attempt must not leave one per retry.
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-        self.files_written += 1
-
-
-def prune(root: Path, retention_days: int) -> list[str]:
-    """Delete `date=` partitions older than retention_days before the newest one (relative
-    to the data, never to now(), like `recsys batch prune`); the nightly warehouse build
-    loads every file that is left, so this bounds its cost. Returns the removed dates."""
-    days = sorted(p.name.removeprefix("date=") for p in root.glob("date=*") if p.is_dir())
-    if not days:
-        return []
-    newest = dt.date.fromisoformat(days[-1])
-    doomed = [d for d in days if (newest - dt.date.fromisoformat(d)).days > retention_days]
-    for day in doomed:
-        folder = root / f"date={day}"
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
-    return doomed

@@ -502,11 +502,11 @@ def log_outage(drill_artifacts: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 def _request_log_counters(base: str) -> dict[str, float]:
-    """recsys_request_log_{dropped,write_errors}_total, summed over the workers."""
+    """recsys_log_{dropped,write_errors}_total{log="served"}, summed over the workers."""
     out = {"dropped": 0.0, "write_errors": 0.0}
     for line in requests.get(f"{base}/metrics", timeout=5).text.splitlines():
         for name in out:
-            if line.startswith(f"recsys_request_log_{name}_total"):
+            if line.startswith(f'recsys_log_{name}_total{{log="served"}}'):
                 out[name] += float(line.rsplit(" ", 1)[1])
     return out
 

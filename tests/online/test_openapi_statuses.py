@@ -19,6 +19,8 @@ REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("post", "/v1/rerank", "/v1/rerank",
      {"json": {"user_id": "u1", "candidate_item_ids": ["m1", "m2"]}}),
     ("get", "/v1/items/{item_id}/similar", "/v1/items/m1/similar", {"query_string": {"k": 5}}),
+    ("post", "/v1/events", "/v1/events",
+     {"json": {"events": [{"type": "click", "user_id": "u1", "item_id": "m1"}]}}),
     ("get", "/readyz", "/readyz", {}),
     ("get", "/healthz", "/healthz", {}),
     ("get", "/v1/ping", "/v1/ping", {}),

@@ -20,7 +20,8 @@ def record(n: int, day: int = 21, reason: str | None = None) -> ServedRequest:
     return ServedRequest(
         request_id=f"r{n}", ts=dt.datetime(2026, 2, day, 12, 0, n % 60, tzinfo=dt.UTC),
         user_id=f"u{n % 3}", bundle="run-1", served_by="precomputed" if reason else "rerank",
-        fallback_reason=reason, items=[(f"m{j}", j + 1, 1.0 - j / 10) for j in range(3)],
+        fallback_reason=reason,
+        items=[(f"m{j}", j + 1, 1.0 - j / 10, ("precomputed", "ann")[: j + 1]) for j in range(3)],
         latency_ms=5.0 + n,
     )  # fmt: skip
 
@@ -127,12 +128,14 @@ def test_buffered_records_are_not_tracked_by_the_gc(tmp_path: Path) -> None:
     """A full buffer must not add to what every full collection walks (GIL held)."""
     import gc
 
-    with RequestLogWriter(tmp_path, rotate_rows=10**6, rotate_seconds=3600) as writer:
+    with RequestLogWriter(tmp_path, rotate_rows=10**6, rotate_seconds=3600,
+                          flush_seconds=3600, flush_rows=10**6) as writer:  # kept in the buffer
         for n in range(500):
             writer.log(record(n))
         # The collector untracks a tuple once everything in it is untracked: a level of
         # nesting per pass at worst (a served record sees dozens of young passes first).
-        for _ in range(3):
+        # Four levels here: record, items, item, sources.
+        for _ in range(4):
             gc.collect()
         assert not [r for r in writer._buffer if gc.is_tracked(r)]
     assert sum(pq.read_metadata(f).num_rows for f in part_files(tmp_path)) == 500
@@ -147,8 +150,9 @@ def test_sliced_conversion_gives_the_same_table() -> None:
     assert sliced.num_rows == len(records)
     assert sliced.equals(to_table(records).combine_chunks())
     assert sliced.column("items").to_pylist()[5] == [
-        {"item_id": f"m{j}", "rank": j + 1, "score": pytest.approx(1.0 - j / 10)} for j in range(3)
-    ]
+        {"item_id": f"m{j}", "rank": j + 1, "score": pytest.approx(1.0 - j / 10),
+         "sources": ["precomputed", "ann"][: j + 1]} for j in range(3)
+    ]  # fmt: skip
 
 
 def _logged_ids(root: Path) -> list[str]:
