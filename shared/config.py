@@ -22,6 +22,35 @@ class ValidationConfig(_Frozen):
     drop_duplicates: bool = True
 
 
+# What each feedback event type is worth as an interaction (ALS confidence, "seen").
+# Finishing an item says more than starting it, and starting more than a click, so the
+# weights grow along the funnel; a rating is worth its value ("value"); an impression is
+# no interaction (the user was only shown it) and a dislike is a negative, never a
+# positive: both None here, and each kept for what it is (docs/stages.md, "Feedback").
+DEFAULT_TYPE_WEIGHTS: dict[str, float | Literal["value"] | None] = {
+    "click": 1.0, "play": 2.0, "complete": 3.0, "rating": "value",
+    "impression": None, "dislike": None,
+}
+
+
+class EventsConfig(_Frozen):
+    """The service's feedback event log read as interactions (docs/stages.md, "Feedback")."""
+
+    enabled: bool | None = Field(
+        None, description="None: read the event log when its directory exists; False: never; "
+        "True: always (a missing directory is then an error)",
+    )
+    path: str | None = Field(None, description="the event log; None: ART/event_log of the run")
+    type_weights: dict[str, float | Literal["value"] | None] = Field(
+        default_factory=lambda: dict(DEFAULT_TYPE_WEIGHTS),
+        description="type -> interaction weight; 'value': the event's value (ratings); "
+        "None: not an interaction (impression, dislike). A type not listed is quarantined.",
+    )
+    window_days: int = Field(
+        30, ge=1, description="the event log's days read: the run date and the N-1 before it",
+    )
+
+
 class SplitConfig(_Frozen):
     # mixed: per user, half the held-out share newest by time, half random among the older
     # rest: the run's own metrics, its tuned weights and its re-ranked/fused choice then
@@ -120,6 +149,13 @@ class RankerConfig(_Frozen):
     seed: int = 42
     parity_tolerance: float = Field(0.01, ge=0.0, description="int8 nDCG@10 within this of fp32")
     prefer_int8: bool = Field(True, description="ship int8 when it passes parity")
+    impression_negatives: bool = Field(
+        True, description="impressions the user did not engage with (and dislikes) become "
+        "explicit label-0 training rows, beside the sampled negatives (docs/reranker.md)",
+    )
+    impression_negatives_per_user: int = Field(
+        50, ge=0, description="explicit negatives kept per training user (a seeded subset)",
+    )
 
 
 class PublishConfig(_Frozen):
@@ -140,6 +176,7 @@ class PublishConfig(_Frozen):
 
 class PipelineConfig(_Frozen):
     validation: ValidationConfig = ValidationConfig()
+    events: EventsConfig = EventsConfig()
     split: SplitConfig = SplitConfig()
     als: AlsConfig = AlsConfig()
     index: IndexConfig = IndexConfig()

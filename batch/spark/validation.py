@@ -110,6 +110,7 @@ def validate(
         F.col("timestamp").alias("raw_timestamp"),
         "event_type",
         F.col("weight").alias("raw_weight"),
+        *[c for c in ("event_id",) if c in tagged.columns],  # event log rows: to find them
     )
     return ValidationResult(clean=clean, quarantine=quarantine)
 

@@ -26,6 +26,8 @@ from batch.context import MODEL_VARIANTS, RANKER_VARIANT, RunContext, write_json
 from batch.spark import candidates, evaluate, fusion, split
 from batch.spark import ease as ease_model
 from batch.stages._spark import RECALL_CUTOFFS, read, train_for, user_regions, write
+from batch.stages.outputs import FULL
+from shared.events import DISLIKE
 from shared.fusion import weight_vector
 from shared.sources import RANK_COLUMNS, SOURCES
 
@@ -110,7 +112,15 @@ def _write_candidates(ctx: RunContext, spark: SparkSession, variant: str, n_item
         spark, users_train, user_vectors, regions, tables,
         ctx.outputs.index.index(variant), cfg, weights, ease.paths(variant),
     )
-    # Already sorted by (user, item) within each partition: written as is, no global sort.
+    if variant == FULL:
+        # The published lists never offer what the user disliked (the event log's
+        # `dislike`): it leaves the candidates, so every list built from them, here.
+        # The other variants keep theirs: the ranker learns from them as negatives.
+        disliked = read(spark, ctx.outputs.embeddings.explicit_negatives) \
+            .where(F.col("event_type") == DISLIKE).select("user_idx", "item_idx")
+        merged = merged.join(disliked, ["user_idx", "item_idx"], "left_anti") \
+            .sortWithinPartitions("user_idx", "item_idx")
+    # Sorted by (user, item) within each partition: written as is, no global sort.
     merged.write.mode("overwrite").parquet(str(out.merged(variant)))
     return out.merged(variant)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
 
 from batch.context import MODEL_VARIANTS, RunContext, write_json
 from batch.spark import als, idmaps, split
 from batch.stages._spark import read, write
+from shared.events import DISLIKE, IMPRESSION
 
 
 def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
@@ -26,6 +28,8 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     )
     write(indexed.orderBy("user_idx", "ts", "item_idx"), out.interactions, 4)
     indexed = read(spark, out.interactions)
+    negatives = _explicit_negatives(read(spark, valid.feedback), indexed, user_map, item_map)
+    write(negatives.orderBy("user_idx", "item_idx"), out.explicit_negatives)
     train, test = split.split(indexed, ctx.config.split)
     write(train.orderBy("user_idx", "ts", "item_idx"), out.train, 4)
     write(test.orderBy("user_idx", "item_idx"), out.test_all)
@@ -66,6 +70,28 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         "test": test.count(),
         "test_users_held_out": test_all.select("user_idx").distinct().count(),
         "test_users_evaluated": test.select("user_idx").distinct().count(),
+        "explicit_negatives": {r["event_type"]: int(r["count"]) for r in
+                               read(spark, out.explicit_negatives).groupBy("event_type").count().collect()},
     }
     write_json(out.stats, counts)
     return counts
+
+
+def _explicit_negatives(feedback: DataFrame, interactions: DataFrame, user_map: DataFrame,
+                        item_map: DataFrame) -> DataFrame:
+    """One row per (user, item) the user said no to: a dislike, or an impression with no
+    interaction by that user with that item anywhere in the run's data (a click, play or
+    complete, from the event log or the base data, cancels it). A dislike wins over an
+    impression of the same item; the newest ts is kept. Users or items this run has no
+    stable id for (no interaction at all) have no lists to keep it out of: left out."""
+    indexed = (
+        feedback.join(user_map, "user_id").withColumnRenamed("idx", "user_idx")
+        .join(item_map.withColumnRenamed("idx", "item_idx"), "item_id")
+        .select("user_idx", "item_idx", "event_type", "ts")
+    )
+    engaged = interactions.select("user_idx", "item_idx").distinct()
+    ignored = indexed.where(F.col("event_type") == IMPRESSION).join(engaged, ["user_idx", "item_idx"], "left_anti")
+    rows = indexed.where(F.col("event_type") == DISLIKE).unionByName(ignored)
+    first = Window.partitionBy("user_idx", "item_idx").orderBy(
+        (F.col("event_type") != DISLIKE).cast("int"), F.desc("ts"))
+    return rows.withColumn("_r", F.row_number().over(first)).where(F.col("_r") == 1).drop("_r")

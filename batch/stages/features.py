@@ -170,6 +170,27 @@ def build_arrays(ctx: RunContext, spark: SparkSession, variant: str) -> dict[str
     return {"n_items": n_items, "n_users": n_users, "n_genres": len(vocab)}
 
 
+def _with_explicit_negatives(ctx: RunContext, spark: SparkSession, labelled: DataFrame,
+                             labels: DataFrame) -> DataFrame:
+    """labelled candidates plus an `explicit` column: True for the (user, item) pairs of
+    embeddings.explicit_negatives (ignored impressions, dislikes), with label 0. One that
+    is no candidate of the user's is added as a row of its own, its source columns null
+    (no source proposed it: the features see it as such). A pair that is a label (the user
+    engaged with it in the label window) stays a positive. ranker.impression_negatives
+    off: every row explicit=False, the sample as before."""
+    if not ctx.config.ranker.impression_negatives:
+        return labelled.withColumn("explicit", F.lit(False))
+    explicit = (
+        read(spark, ctx.outputs.embeddings.explicit_negatives).select("user_idx", "item_idx").distinct()
+        .join(labels.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti")
+    )
+    marked = labelled.join(explicit.withColumn("explicit", F.lit(True)), ["user_idx", "item_idx"], "left") \
+        .fillna(False, subset=["explicit"])
+    extra = explicit.join(labelled.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti") \
+        .withColumn("label", F.lit(0)).withColumn("explicit", F.lit(True))
+    return marked.unionByName(extra, allowMissingColumns=True)
+
+
 def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     """Labelled candidates of the ranker window -> features/train_sample.npz."""
     cfg = ctx.config.ranker
@@ -179,6 +200,7 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     n_rel = labels.groupBy("user_idx").agg(F.count("*").alias("n_rel"))
     labelled = cands.join(labels.withColumn("label", F.lit(1)), ["user_idx", "item_idx"], "left")
     labelled = labelled.fillna(0, subset=["label"])
+    labelled = _with_explicit_negatives(ctx, spark, labelled, labels)
     users = (
         labelled.where(F.col("label") == 1).select("user_idx").distinct()
         .withColumn("h", F.xxhash64("user_idx", F.lit(cfg.seed)))
@@ -189,11 +211,16 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     )
     # Negatives are the user's own candidates (what the ranker must tell apart), a seeded
     # random subset of them; positives are all kept.
-    neg_order = Window.partitionBy("user_idx").orderBy(F.xxhash64("user_idx", "item_idx", F.lit(cfg.seed)))
+    # Explicit negatives (what the user was shown and ignored, or disliked) are counted
+    # apart: up to impression_negatives_per_user of them, on top of the sampled ones.
+    neg_order = Window.partitionBy("user_idx", "explicit").orderBy(
+        F.xxhash64("user_idx", "item_idx", F.lit(cfg.seed)))
+    cap = F.when(F.col("explicit"), F.lit(cfg.impression_negatives_per_user)) \
+        .otherwise(F.lit(cfg.max_negatives_per_user))
     sample = (
         labelled.join(users, "user_idx")
         .withColumn("r", F.row_number().over(neg_order))
-        .where((F.col("label") == 1) | (F.col("r") <= cfg.max_negatives_per_user))
+        .where((F.col("label") == 1) | (F.col("r") <= cap))
         .drop("r")
     )
     path = features.scratch("sample")
@@ -211,6 +238,8 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         is_val=pdf["is_val"].to_numpy(bool), n_rel=pdf["n_rel"].to_numpy(np.int64),
     )
     return {"rows": len(pdf), "positives": int(pdf["label"].sum()),
+            "explicit_negatives": int(pdf["explicit"].sum()),
+            "explicit_negatives_outside_candidates": int((pdf["explicit"] & pdf["fused_score"].isna()).sum()),
             "users": int(pdf["user_idx"].nunique()), "val_users": int(pdf.loc[pdf.is_val, "user_idx"].nunique())}
 
 

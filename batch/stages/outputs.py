@@ -65,6 +65,17 @@ class ValidateOutputs(StageOutputs):
         return self.root / "quarantine.parquet"
 
     @property
+    def event_quarantine(self) -> Path:
+        """Every refused event-log row with its reason and event_id (row_number: its
+        position through the day files read, in order)."""
+        return self.root / "event_quarantine.parquet"
+
+    @property
+    def feedback(self) -> Path:
+        """Valid events that are no interactions: impressions and dislikes (string ids)."""
+        return self.root / "feedback.parquet"
+
+    @property
     def items(self) -> Path:
         return self.root / "items.parquet"
 
@@ -109,6 +120,12 @@ class EmbeddingsOutputs(StageOutputs):
     def ranker_labels(self) -> Path:
         """That newest share: the re-ranker's labels."""
         return self.root / "ranker_labels.parquet"
+
+    @property
+    def explicit_negatives(self) -> Path:
+        """(user_idx, item_idx, event_type, ts): the user's dislikes, and the impressions the
+        user never engaged with (no interaction with that item in the run's data)."""
+        return self.root / "explicit_negatives.parquet"
 
     @property
     def users(self) -> Path:

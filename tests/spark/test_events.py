@@ -1,0 +1,162 @@
+"""The feedback event log in the nightly run: events through validation and quarantine,
+dislikes out of the published lists, ignored impressions as the re-ranker's negatives."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from batch.context import RunContext
+from batch.pipeline.runner import PipelineRunner
+from shared.events import EVENT_SCHEMA
+from tests.conftest import tiny_config
+
+RUN_DATE = dt.date(2024, 1, 31)
+UTC = dt.UTC
+
+
+def _ts(day: str, hour: int = 12) -> dt.datetime:
+    return dt.datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
+
+
+def write_events(art: Path, day: str, rows: list[tuple[object, ...]], name: str = "part-1-000001.parquet") -> None:
+    """rows: (event_id, type, user_id, item_id, ts, value)."""
+    folder = art / "event_log" / f"date={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    cols = list(zip(*rows, strict=True))
+    table = pa.table({
+        "event_id": list(cols[0]), "type": list(cols[1]), "user_id": list(cols[2]),
+        "item_id": list(cols[3]), "ts": list(cols[4]), "received_at": list(cols[4]),
+        "request_id": [None] * len(rows), "value": list(cols[5]),
+    }, schema=EVENT_SCHEMA)
+    pq.write_table(table, folder / name)
+
+
+def _inputs(data: Path) -> None:
+    data.mkdir(parents=True)
+    (data / "interactions.csv").write_text(
+        "user_id,item_id,timestamp,event_type,weight\n"
+        "u1,a,1700000000,view,1\nu2,b,1700000000,view,1\nu2,c,1700000100,view,1\n")
+    (data / "items.csv").write_text("item_id,title,genres\na,A,Drama\nb,B,Drama\nc,C,\nd,D,\n")
+
+
+D = "2024-01-31"
+GOOD_EVENTS = [
+    ("e1", "play", "u1", "b", _ts(D, 9), None),
+    ("e2", "complete", "u1", "b", _ts(D, 10), 1.0),
+    ("e3", "click", "u3", "a", _ts(D, 11), None),
+    ("e4", "rating", "u3", "c", _ts(D, 11), 4.5),
+    ("e5", "impression", "u2", "a", _ts(D, 8), None),
+    ("e6", "dislike", "u2", "d", _ts(D, 8), None),
+]
+BAD_EVENTS = [  # (..., the reason expected)
+    ("e1", "play", "u1", "b", _ts(D, 9), None, "duplicate_event"),  # a resent event
+    ("b1", "share", "u1", "a", _ts(D, 9), None, "unknown_event_type"),
+    ("b2", "play", None, "a", _ts(D, 9), None, "missing_user_id"),
+    ("b3", "play", "u1", None, _ts(D, 9), None, "missing_item_id"),
+    ("b4", "play", "u1", "a", None, None, "bad_timestamp"),
+    ("b5", "play", "u1", "a", _ts("2024-02-01", 1), None, "future_timestamp"),
+    ("b6", "rating", "u1", "a", _ts(D, 9), None, "missing_value"),
+    ("b7", "play", "u1", "zzz", _ts(D, 9), None, "unknown_item"),
+]
+
+
+@pytest.mark.spark
+def test_events_are_validated_weighted_and_deduplicated_like_any_input(spark, tmp_path: Path) -> None:
+    _inputs(tmp_path / "data")
+    art = tmp_path / "art"
+    write_events(art, D, GOOD_EVENTS + [r[:6] for r in BAD_EVENTS])
+    write_events(art, "2024-01-01", [("old", "play", "u9", "a", _ts("2024-01-01"), None)])  # outside 30 days
+    write_events(art, "2024-02-01", [("next", "play", "u9", "a", _ts("2024-02-01"), None)])  # tomorrow's run
+    ctx = RunContext(tmp_path / "data", art, RUN_DATE,
+                     tiny_config(validation={"max_bad_share": 0.9}))  # type: ignore[arg-type]
+    stats = PipelineRunner(ctx, spark=spark).run_stage("validate")
+    out = ctx.outputs.validate
+
+    clean = pq.read_table(out.clean).to_pylist()
+    from_events = sorted((r["user_id"], r["item_id"], r["event_type"], r["weight"])
+                         for r in clean if r["event_type"] != "view")
+    assert from_events == [("u1", "b", "complete", 3.0), ("u1", "b", "play", 2.0),
+                           ("u3", "a", "click", 1.0), ("u3", "c", "rating", 4.5)]
+    assert sum(r["event_type"] == "view" for r in clean) == 3  # the base data, untouched
+    feedback = sorted((r["user_id"], r["item_id"], r["event_type"]) for r in pq.read_table(out.feedback).to_pylist())
+    assert feedback == [("u2", "a", "impression"), ("u2", "d", "dislike")]
+    quarantine = pq.read_table(out.event_quarantine).to_pylist()
+    assert sorted((q["event_id"], q["reason"]) for q in quarantine) == sorted((r[0], r[6]) for r in BAD_EVENTS)
+    dup = next(q for q in quarantine if q["reason"] == "duplicate_event")
+    assert dup["row_number"] == len(GOOD_EVENTS) + 1  # its position in the day's file
+    assert pq.read_table(out.quarantine).num_rows == 0  # the base input's quarantine is its own
+
+    events = stats["events"]
+    assert isinstance(events, dict)
+    assert events["files"] == [f"date={D}/part-1-000001.parquet"]
+    assert events["rows_read"] == len(GOOD_EVENTS) + len(BAD_EVENTS)
+    assert events["by_type"] == {"click": 1, "complete": 1, "dislike": 1, "impression": 1,
+                                 "play": 1, "rating": 1}
+    assert stats["rows_read"] == 3 + 14 and stats["rows_clean"] == 3 + 4
+    assert stats["rows_feedback"] == 2 and stats["rows_quarantined"] == 8
+    assert stats["quarantine_reasons"] == {r[6]: 1 for r in BAD_EVENTS}
+    assert json.loads(out.stats.read_text())["events"]["by_type"]["play"] == 1
+
+
+@pytest.mark.spark
+def test_without_an_event_log_or_when_switched_off_nothing_is_read(spark, tmp_path: Path) -> None:
+    _inputs(tmp_path / "data")
+    art = tmp_path / "art"
+    ctx = RunContext(tmp_path / "data", art, RUN_DATE, tiny_config())  # type: ignore[arg-type]
+    stats = PipelineRunner(ctx, spark=spark).run_stage("validate")
+    assert stats["rows_read"] == 3 and stats["events"]["rows_read"] == 0  # type: ignore[index]
+    write_events(art, D, GOOD_EVENTS)
+    ctx = RunContext(tmp_path / "data", art, RUN_DATE, tiny_config(events={"enabled": False}))  # type: ignore[arg-type]
+    stats = PipelineRunner(ctx, spark=spark).run_stage("validate")
+    assert stats["rows_read"] == 3 and pq.read_table(ctx.outputs.validate.feedback).num_rows == 0
+
+
+@pytest.mark.spark
+def test_pipeline_drops_dislikes_from_lists_and_trains_on_ignored_impressions(
+        spark, tiny_data: Path, tmp_path: Path) -> None:
+    """The one full run with an event log (~5 min on 2 shared cores): today's plays are interactions, u000's 150
+    dislikes leave its published list, impressions become the ranker's negatives."""
+    from shared import bundle_layout as layout
+    from shared.bundle import current_bundle
+    from tests.conftest import TINY_RUN_DATE, run_pipeline
+
+    art = tmp_path / "art"
+    day = TINY_RUN_DATE.isoformat()
+    disliked = [f"i{i:03d}" for i in range(150)]
+    rows: list[tuple[object, ...]] = [
+        (f"d{n}", "dislike", "u000", item, _ts(day, 8), None) for n, item in enumerate(disliked)]
+    rows += [(f"p{u}", "play", f"u{u:03d}", "i399", _ts(day, 9), None) for u in range(40)]
+    # 60 users were each shown 20 items they never touch: impressions to learn "no" from
+    rows += [(f"m{u}-{k}", "impression", f"u{u:03d}", f"i{(u * 7 + k * 13) % 400:03d}", _ts(day, 7), None)
+             for u in range(100, 160) for k in range(20)]
+    write_events(art, day, rows)
+    results = run_pipeline(spark, tiny_data, art)
+
+    events = results["validate"]["events"]
+    assert isinstance(events, dict)
+    assert events["by_type"] == {"dislike": 150, "play": 40, "impression": 1200}
+    # today's plays are interactions (their weights: the validate-stage test above)
+    assert results["validate"]["rows_clean"] == results["validate"]["rows_read"] - 150 - 1200
+
+    recs = pq.read_table(current_bundle(art) / layout.RECOMMENDATIONS).to_pandas()
+    mine = set(recs.loc[recs.user_id == "u000", "item_id"])
+    assert len(mine) > 0 and not mine & set(disliked)
+    # the others' lists are not filtered by u000's dislikes (400 items, 100 per list)
+    assert set(recs.loc[recs.user_id != "u000", "item_id"]) & set(disliked)
+
+    sample = results["features"]["sample"]
+    assert isinstance(sample, dict)
+    explicit_on = int(sample["explicit_negatives"])
+    assert 0 < explicit_on <= 60 * 20 + 150
+
+    ctx = RunContext(tiny_data, art, TINY_RUN_DATE,
+                     tiny_config(ranker={"impression_negatives": False}))  # type: ignore[arg-type]
+    off = PipelineRunner(ctx, spark=spark).run_stage("features")["sample"]
+    assert off["explicit_negatives"] == 0  # type: ignore[index]
+    assert off["rows"] == sample["rows"] - explicit_on  # type: ignore[index]
