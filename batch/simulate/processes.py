@@ -42,7 +42,11 @@ def service(artifacts: Path, port: int, log_file: Path, popular_only: bool = Fal
             workers: int = 2) -> Iterator[ServiceClient]:  # fmt: skip
     """A real gunicorn server on the artifacts, stopped with SIGTERM on exit: a clean stop
     writes every buffered served-request and event record to the logs before the night."""
-    env = dict(os.environ) | {
+    # The simulator's own settings only: a RECSYS_* variable of the calling shell must not
+    # change the world being measured.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("RECSYS_") and k != "PROMETHEUS_MULTIPROC_DIR"}  # fmt: skip
+    env |= {
         "RECSYS_POPULAR_ONLY": "true" if popular_only else "false",
         "RECSYS_RELOAD_POLL_SECONDS": "0",
     }
