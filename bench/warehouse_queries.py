@@ -8,8 +8,17 @@
 No Spark: interactions/items/users Parquet go straight into the warehouse builder
 (batch/pipeline/warehouse_build.py, the code the nightly publish runs); the published lists
 (top 100 per user), a duplicate-rows quarantine, 30 nights of metrics history and a served
-log (written by the real RequestLogWriter) are synthetic. Each canned query runs 3 times on
-the analysts' file, results fetched as Arrow; the median is reported.
+log (written by the real RequestLogWriter) and feedback events drawn from it (`--events`:
+clicks and plays falling off with the position, some with the request_id and some only
+within the attribution window or after it, impressions, a few repeated copies) are
+synthetic. Each canned query runs 3 times on the analysts' file; the median is reported.
+
+A smaller set that measures the events/exposures build at ~1M served items:
+
+    .venv/bin/recsys data generate --out /tmp/wh1m --users 50000 --items 10000 \\
+        --events 1000000 --seed 1
+    .venv/bin/python bench/warehouse_queries.py --data /tmp/wh1m --work /tmp/wh1m-art \\
+        --served 100000 --out bench/results/warehouse_feedback.json
 """
 
 from __future__ import annotations
@@ -30,14 +39,20 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from batch.publish.warehouse_build import (
+    DEFAULT_ATTRIBUTION_WINDOW_MINUTES,
     METRICS_SCHEMA,
     RUNS_SCHEMA,
     WarehouseInputs,
+    attributed_events_sql,
     build,
+    exposures_sql,
 )
 from shared import canned_queries
+from shared.events import EVENT_LOG_DIR, EVENT_SCHEMA
 from shared.request_log import RequestLogWriter, ServedRequest, log_dir, part_files
 from shared.warehouse import analyst_warehouse_path, connect_analyst, warehouse_path
+
+OUTCOME_QUERIES = ("outcomes_by_position", "outcomes_by_source", "watched_coverage")
 
 TOP_K = 100
 STRIDES = (7, 11, 13, 17, 19, 23, 29, 31)  # coprime with the catalogue sizes used here
@@ -112,6 +127,56 @@ def served_log(root: Path, users: pa.Table, by_pop: list[str], n: int, seed: int
             "files": len(part_files(root))}  # fmt: skip
 
 
+# Feedback drawn per served item (a DuckDB query over the served log, seeded): a click with
+# probability CLICK / rank, a play with PLAY / rank; 60% carry the request_id, the rest only
+# fall within the window, except LATE of them an hour later (unattributed); an impression
+# for ranks 1-5 of IMPRESSED of the requests; REPEAT of the events written twice.
+CLICK, PLAY, IMPRESSED, LATE, REPEAT = 0.25, 0.10, 0.2, 0.1, 0.001
+
+
+def feedback_log(art: Path) -> dict[str, float]:
+    """Synthetic feedback events for the served log in art, written to ART/event_log/."""
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SELECT setseed(0.42)").fetchall()
+    files = [str(p) for p in part_files(log_dir(art))]
+    table = con.sql(f"""
+        WITH shown AS (
+            SELECT request_id, ts, user_id, it.item_id, it.rank, random() AS r1,
+                   random() AS r2, random() AS r3, random() AS r4
+            FROM (SELECT *, unnest(items) AS it FROM read_parquet($files, union_by_name = true))
+            WHERE user_id IS NOT NULL
+        ),
+        drawn AS (
+            SELECT 'click' AS type, user_id, item_id,
+                   ts + to_seconds(CAST(r2 * 600 + CASE WHEN r4 < {LATE} THEN 3600 ELSE 0 END
+                                        AS BIGINT)) AS ts,
+                   CASE WHEN r3 < 0.6 THEN request_id END AS request_id
+            FROM shown WHERE r1 < {CLICK} / rank
+            UNION ALL
+            SELECT 'play', user_id, item_id, ts + to_seconds(CAST(60 + r2 * 900 AS BIGINT)),
+                   CASE WHEN r3 < 0.6 THEN request_id END
+            FROM shown WHERE r1 < {PLAY} / rank
+            UNION ALL
+            SELECT 'impression', user_id, item_id, ts, request_id
+            FROM shown WHERE rank <= 5 AND hash(request_id) % 1000 < {IMPRESSED * 1000}
+        ),
+        numbered AS (SELECT 'ev' || row_number() OVER () AS event_id, * FROM drawn)
+        SELECT event_id, type, user_id, item_id, ts, ts + INTERVAL 1 SECOND AS received_at,
+               request_id, CAST(NULL AS DOUBLE) AS value FROM numbered
+        UNION ALL
+        SELECT event_id, type, user_id, item_id, ts, ts + INTERVAL 1 HOUR, request_id, NULL
+        FROM numbered WHERE random() < {REPEAT}
+    """, params={"files": files}).to_arrow_table()
+    con.close()
+    events = table.cast(EVENT_SCHEMA, safe=False)
+    folder = art / EVENT_LOG_DIR / "date=bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(events, folder / "part-bench-000001.parquet", compression="zstd")
+    return {"events": events.num_rows, "generate_s": time.perf_counter() - t0}
+
+
 def history(n: int, end: dt.date) -> tuple[pa.Table, pa.Table]:
     rng = np.random.default_rng(0)
     runs, metrics = [], []
@@ -173,6 +238,42 @@ def time_queries(art: Path, repeats: int) -> list[dict[str, Any]]:
     return results
 
 
+def view_versus_table(art: Path, repeats: int) -> list[dict[str, Any]]:
+    """The outcome analyses on the materialised `exposures` against the same SQL over a
+    view that attributes the events at query time (the alternative that was not taken)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(f"ATTACH '{warehouse_path(art)}' AS raw (READ_ONLY)")
+    raw_events = ("(SELECT * EXCLUDE (attributed_request_id, attribution) "
+                  "FROM raw.main.events)")  # fmt: skip
+    con.execute("CREATE TEMP VIEW v_events AS " + attributed_events_sql(
+        raw_events, "raw.main.served_impressions", DEFAULT_ATTRIBUTION_WINDOW_MINUTES))
+    con.execute("CREATE TEMP VIEW v_exposures AS "
+                + exposures_sql("v_events", "raw.main.served_impressions"))  # fmt: skip
+    out = []
+    try:
+        for name in OUTCOME_QUERIES:
+            query = canned_queries.get(name)
+            bound = query.bind({}) or None
+            timings = {}
+            for label, events, exposures in (("table", "raw.main.events", "raw.main.exposures"),
+                                             ("view", "v_events", "v_exposures")):  # fmt: skip
+                sql = query.sql.replace("analyst.exposures", exposures).replace(
+                    "analyst.events", events).replace("analyst.items", "raw.main.items")
+                walls = []
+                for _ in range(repeats):
+                    w0 = time.perf_counter()
+                    con.sql(sql, params=bound).fetchall()
+                    walls.append(time.perf_counter() - w0)
+                timings[label] = statistics.median(walls)
+            out.append({"query": name, "table_s": timings["table"], "view_s": timings["view"]})
+            print(f"{name:32s} table {timings['table']:7.3f} s  view {timings['view']:7.3f} s",
+                  flush=True)
+    finally:
+        con.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -180,6 +281,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/warehouse_queries.json"))
     ap.add_argument("--served", type=int, default=500_000, help="synthetic served requests")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-events", action="store_true", help="no synthetic feedback events")
     ap.add_argument("--reuse", action="store_true",
                     help="time the queries on the warehouse already in --work")
     args = ap.parse_args()
@@ -216,6 +318,13 @@ def main() -> None:
     else:
         log_stats = {"reused": len(part_files(log_dir(art)))}
     print("served log:", log_stats, flush=True)
+    event_files = part_files(art / EVENT_LOG_DIR)
+    if not args.no_events and not event_files:
+        event_stats: dict[str, float] = feedback_log(art)
+        event_files = part_files(art / EVENT_LOG_DIR)
+    else:
+        event_stats = {"reused": len(event_files)}
+    print("event log:", event_stats, flush=True)
 
     interactions = ds.dataset(args.data / "interactions.parquet").scanner(columns={
         "user_id": ds.field("user_id"), "item_id": ds.field("item_id"),
@@ -230,7 +339,7 @@ def main() -> None:
     inputs = WarehouseInputs(
         items=items, users=users, recommendations=recs, popular=popular, candidates=None,
         quarantine=quarantine, interactions=interactions,
-        served=part_files(log_dir(art)), runs=runs, metrics=metrics,
+        served=part_files(log_dir(art)), events=event_files or None, runs=runs, metrics=metrics,
         current_run=runs["run_id"][-1].as_py(),
     )  # fmt: skip
     t1 = time.perf_counter()
@@ -240,10 +349,13 @@ def main() -> None:
     sizes = {p.name: p.stat().st_size for p in (warehouse_path(art), analyst_warehouse_path(art))}
     print(f"prepared in {prepared:.1f} s, built both files in {built:.1f} s: {sizes}", flush=True)
     queries = time_queries(art, args.repeats)
+    exposures_view = view_versus_table(art, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "data": str(args.data), "duckdb": duckdb.__version__, "served_log": log_stats,
+        "event_log": event_stats,
         "build_s": built, "build_phases_s": phases, "file_bytes": sizes, "queries": queries,
+        "exposures_view_vs_table": exposures_view,
         "recommendations_per_user": TOP_K,
     }, indent=2, default=str))  # fmt: skip
 

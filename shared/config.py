@@ -131,6 +131,11 @@ class PublishConfig(_Frozen):
         0.0, ge=0.0, le=1.0, description="published lists may trail the best single source by this"
     )
     gate_metric: str = "ndcg@10"
+    attribution_window_minutes: int = Field(
+        30, ge=0, le=24 * 60,
+        description="warehouse: a feedback event without a matching request_id is credited to "
+        "the latest request that showed its item to its user at most this long before it",
+    )
 
 
 class PipelineConfig(_Frozen):

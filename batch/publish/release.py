@@ -64,7 +64,12 @@ def rollback(artifacts: Path, to: str | None = None) -> str:
     write_current(artifacts, to)
     # Analysts must see what is served: rebuild the warehouse for the restored run.
     clean = RunOutputs(work_dir(artifacts, manifest.run_date)).validate.clean
-    warehouse_build.rebuild(artifacts, to, clean)
+    # The attribution window the restored run was published with (its manifest keeps the
+    # config); bundles older than the setting get the default.
+    publish_config = manifest.extra.get("config", {}).get("publish", {})
+    window = publish_config.get("attribution_window_minutes",
+                                warehouse_build.DEFAULT_ATTRIBUTION_WINDOW_MINUTES)  # fmt: skip
+    warehouse_build.rebuild(artifacts, to, clean, int(window))
     return to
 
 

@@ -11,6 +11,10 @@ see a half-built one and nobody else can read a file or its WAL while it is buil
   `main`. No raw user id and no secret is in that file, so an analyst connection cannot
   reach them whatever SQL it runs (strong isolation by construction, not by permissions).
 
+Feedback: the event log (`ART/event_log/`, `shared.events.EVENT_SCHEMA`) is loaded as
+`events` (deduplicated on event_id) and joined to the served log as `exposures`, one row per
+served item with its outcomes, materialised at build time (see `_feedback`).
+
 History: metrics and runs of every run ever published are kept in `ART/history/*.parquet`
 (appended idempotently per run_id at each rebuild), so pruning old bundles does not erase
 the trend of a metric across nights.
@@ -37,6 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared import bundle_layout as layout
+from shared import events as feedback_events
 from shared import request_log
 from shared.bundle import RUNS_DIR, BundleManifest, load_manifest, run_dir
 from shared.privacy import load_key, pseudonyms
@@ -104,9 +109,25 @@ ANALYST_SQL: dict[str, str] = {
         "SELECT s.request_id, s.ts, k.user_key, s.* EXCLUDE (request_id, ts, user_id) "
         "FROM {m}.served_impressions s LEFT JOIN {r}.user_keys k USING (user_id)"
     ),
+    # request_id is kept as it is in served_requests: a random id, not a user identifier.
+    "events": (
+        "SELECT e.event_id, e.type, k.user_key, e.* EXCLUDE (event_id, type, user_id) "
+        "FROM {m}.events e LEFT JOIN {r}.user_keys k USING (user_id)"
+    ),
+    "exposures": (
+        "SELECT x.request_id, x.ts, k.user_key, x.* EXCLUDE (request_id, ts, user_id) "
+        "FROM {m}.exposures x LEFT JOIN {r}.user_keys k USING (user_id)"
+    ),
 }
 # Sorting the big analyst tables by user makes per-user scans and joins cheaper.
-ANALYST_ORDER = {"interactions": "user_key, ts", "recommendations": "user_key, rank"}
+ANALYST_ORDER = {"interactions": "user_key, ts", "recommendations": "user_key, rank",
+                 "events": "ts, event_id", "exposures": "ts, request_id, position"}
+# An event without a request_id (or naming a request that did not show its item) is credited
+# to the latest request that showed that item to that user at most this long before it.
+DEFAULT_ATTRIBUTION_WINDOW_MINUTES = 30
+# Event types that are outcomes of an exposure (an impression only says it was seen).
+OUTCOME_COLUMNS = {"clicked": "click", "played": "play", "completed": "complete",
+                   "disliked": "dislike", "rated": "rating"}
 
 
 @dataclass
@@ -121,17 +142,22 @@ class WarehouseInputs:
     candidates: Source | None = None  # user_idx, item_idx, sources, score_*, rank_*
     quarantine: Source | None = None
     interactions: Source | None = None  # user_id, item_id, ts (epoch s), event_type, weight
-    served: Source | None = None  # request_log.SCHEMA
+    served: Source | None = None  # request_log.SCHEMA (older files may lack items.sources)
+    events: Source | None = None  # shared.events.EVENT_SCHEMA
+    attribution_window_minutes: int = DEFAULT_ATTRIBUTION_WINDOW_MINUTES
     runs: pa.Table = field(default_factory=RUNS_SCHEMA.empty_table)
     metrics: pa.Table = field(default_factory=METRICS_SCHEMA.empty_table)
     current_run: str | None = None
 
 
-def rebuild(artifacts: Path, run_id: str, clean_interactions: Path) -> Path:
+def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
+            attribution_window_minutes: int = DEFAULT_ATTRIBUTION_WINDOW_MINUTES) -> Path:
     """Rebuild both warehouse files for the published run `run_id` (publish and rollback)."""
     bundle = run_dir(artifacts, run_id)
     runs, metrics = update_history(artifacts)
     served = request_log.part_files(request_log.log_dir(artifacts))
+    # Same layout and glob as the served log: hidden temporary files never match.
+    events = request_log.part_files(artifacts / feedback_events.EVENT_LOG_DIR)
     inputs = WarehouseInputs(
         items=bundle / layout.ITEMS,
         users=bundle / layout.USERS,
@@ -141,6 +167,8 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path) -> Path:
         quarantine=bundle / layout.QUARANTINE,
         interactions=_parquet_files(clean_interactions) or None,
         served=served or None,
+        events=events or None,
+        attribution_window_minutes=attribution_window_minutes,
         runs=runs,
         metrics=metrics,
         current_run=run_id,
@@ -184,6 +212,8 @@ def build(inputs: WarehouseInputs, raw_target: Path, analyst_target: Path,
         try:
             _raw_tables(con, inputs)
             lap("raw tables")
+            _feedback(con, inputs.events, inputs.attribution_window_minutes)
+            lap("events + exposures")
             _user_keys(con, key)
             lap("user keys")
             _schemas_in_raw(con)
@@ -286,24 +316,112 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
     _served(con, inputs.served)
 
 
+def _union_by_name(src: str) -> str:
+    """union_by_name: older log files may lack columns (or struct fields) added later; they
+    read as NULL."""
+    return src[:-1] + ", union_by_name = true)" if src.startswith("read_parquet([") else src
+
+
 def _served(con: duckdb.DuckDBPyConnection, served: Source | None) -> None:
     """served_requests as logged (minus the item list, exploded into served_impressions)."""
-    src = _rel(con, "served", served if served is not None else request_log.empty_table())
-    # union_by_name: older log files may lack columns added later.
-    if src.startswith("read_parquet(["):
-        src = src[:-1] + ", union_by_name = true)"
+    src = _union_by_name(
+        _rel(con, "served", served if served is not None else request_log.empty_table())
+    )
     con.execute(
         "CREATE TABLE served_requests AS SELECT request_id, ts::TIMESTAMP AS ts, user_id, bundle, "
         "served_by, fallback_reason, fallback_reason IS NOT NULL AS is_fallback, "
         "len(items) AS n_items, latency_ms, endpoint, items "
         f"FROM {src} ORDER BY ts, request_id"
     )
+    # Items logged before the service recorded their candidate sources have none: an empty
+    # list (not NULL), so `unnest(sources)` and `len(sources)` need no special case.
+    row = con.execute("SELECT column_type FROM (DESCRIBE served_requests) "
+                      "WHERE column_name = 'items'").fetchone()  # fmt: skip
+    has_sources = row is not None and "sources" in str(row[0])  # only old files: no field
+    sources = ("coalesce(it.sources, CAST([] AS VARCHAR[]))" if has_sources
+               else "CAST([] AS VARCHAR[])")  # fmt: skip
     con.execute(
         "CREATE TABLE served_impressions AS SELECT request_id, ts, user_id, bundle, served_by, "
-        "fallback_reason, it.item_id, it.rank, it.score FROM "
+        f"fallback_reason, endpoint, it.item_id, it.rank, it.score, {sources} AS sources FROM "
         "(SELECT *, unnest(items) AS it FROM served_requests)"
     )
     con.execute("ALTER TABLE served_requests DROP COLUMN items")
+
+
+def _feedback(con: duckdb.DuckDBPyConnection, events: Source | None,
+              window_minutes: int) -> None:  # fmt: skip
+    """`events` (deduplicated, with the exposure each is attributed to) and `exposures`.
+
+    Attribution of an event to a served item (request_id, item_id), in order:
+    (a) its request_id names a served request that showed its item -> that exposure;
+    (b) otherwise the latest request that showed its item to its user at or before the
+        event, if at most `window_minutes` before it (an ASOF join: one probe per event);
+    (c) otherwise unattributed (`attribution` NULL): organic, too late, or before any request.
+    Materialised, not a view: the two joins over every served item would otherwise run in
+    every analyst query (docs/warehouse.md has the timings)."""
+    src = _union_by_name(
+        _rel(con, "events", events if events is not None
+             else feedback_events.EVENT_SCHEMA.empty_table())
+    )  # fmt: skip
+    # A recovered spool may repeat an event: keep its first acknowledged copy.
+    con.execute(
+        "CREATE TEMP TABLE events_dedup AS SELECT event_id, type, user_id, item_id, "
+        "ts::TIMESTAMP AS ts, received_at::TIMESTAMP AS received_at, request_id, value "
+        f"FROM {src} WHERE event_id IS NOT NULL "
+        "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY received_at, ts) = 1"
+    )
+    attributed = attributed_events_sql("events_dedup", "served_impressions", window_minutes)
+    con.execute(f"CREATE TABLE events AS {attributed} ORDER BY ts, event_id")
+    con.execute(
+        f"CREATE TABLE exposures AS {exposures_sql('events', 'served_impressions')} "
+        "ORDER BY ts, request_id, position"
+    )
+    con.execute("DROP TABLE events_dedup")
+
+
+def attributed_events_sql(events: str, shown: str, window_minutes: int) -> str:
+    """SELECT every row of `events` (deduplicated; the event log's columns) with
+    `attributed_request_id` and `attribution` ('request_id', 'window' or NULL), attributed
+    to the rows of `shown` (served_impressions). Exposed so the benchmark can time the same
+    SQL as a view."""
+    window = int(window_minutes)  # an int literal: views take no prepared parameters
+    return f"""
+        WITH direct AS (
+            SELECT e.event_id, s.request_id, 'request_id' AS attribution
+            FROM {events} AS e
+            JOIN {shown} AS s ON s.request_id = e.request_id AND s.item_id = e.item_id
+            QUALIFY row_number() OVER (PARTITION BY e.event_id ORDER BY s.rank) = 1
+        ),
+        rest AS (SELECT ev.* FROM {events} AS ev ANTI JOIN direct USING (event_id)),
+        by_user AS (SELECT user_id, item_id, ts, request_id FROM {shown}
+                    WHERE user_id IS NOT NULL),
+        attribution AS (
+            SELECT * FROM direct
+            UNION ALL
+            SELECT r.event_id, s.request_id, 'window' AS attribution
+            FROM rest AS r ASOF JOIN by_user AS s
+                ON r.user_id = s.user_id AND r.item_id = s.item_id AND r.ts >= s.ts
+            WHERE r.ts <= s.ts + to_minutes({window})
+        )
+        SELECT e.*, a.request_id AS attributed_request_id, a.attribution
+        FROM {events} AS e LEFT JOIN attribution AS a USING (event_id)"""
+
+
+def exposures_sql(attributed_events: str, shown: str) -> str:
+    """SELECT one row per row of `shown` with the outcomes of the events attributed to it."""
+    flags = ", ".join(f"bool_or(type = '{t}') AS {c}" for c, t in OUTCOME_COLUMNS.items())
+    coalesced = ", ".join(f"coalesce(o.{c}, false) AS {c}" for c in OUTCOME_COLUMNS)
+    return f"""
+        WITH outcomes AS (
+            SELECT attributed_request_id AS request_id, item_id,
+                   bool_or(type = 'impression') AS impressed, {flags},
+                   min(ts) FILTER (WHERE type <> 'impression') AS first_outcome_ts
+            FROM {attributed_events} WHERE attributed_request_id IS NOT NULL GROUP BY ALL
+        )
+        SELECT s.request_id, s.ts, s.user_id, s.bundle, s.served_by, s.fallback_reason,
+               s.endpoint, s.rank AS position, s.item_id, s.score, s.sources,
+               coalesce(o.impressed, false) AS impressed, {coalesced}, o.first_outcome_ts
+        FROM {shown} AS s LEFT JOIN outcomes AS o USING (request_id, item_id)"""
 
 
 def _user_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
@@ -312,8 +430,8 @@ def _user_keys(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
     rows = con.execute(
         "SELECT DISTINCT user_id FROM (SELECT user_id FROM users UNION ALL "
         "SELECT user_id FROM interactions UNION ALL SELECT user_id FROM recommendations "
-        "UNION ALL SELECT user_id FROM quarantine UNION ALL SELECT user_id FROM served_requests"
-        ") WHERE user_id IS NOT NULL"
+        "UNION ALL SELECT user_id FROM quarantine UNION ALL SELECT user_id FROM served_requests "
+        "UNION ALL SELECT user_id FROM events) WHERE user_id IS NOT NULL"
     ).fetchall()
     ids: list[str | None] = [str(r[0]) for r in rows]
     keys = pa.table({"user_id": pa.array(ids, pa.string()),

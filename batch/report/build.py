@@ -26,8 +26,11 @@ SECTIONS = (
     "Catalog coverage",
     "Popularity bias",
     "Served traffic",
+    "Online outcomes",
 )
 NO_TRAFFIC = "No served traffic yet."
+NO_FEEDBACK = "No feedback events yet: online outcomes appear once clients send events."
+RATE_COLUMNS = ["exposures", "clicked", "played", "completed", "disliked", "CTR", "play rate"]
 TREND_METRIC = "ndcg@10"
 LATEST_METRICS = ("ndcg@10", "precision@10", "recall@10", "map@10", "coverage@10")
 
@@ -190,11 +193,59 @@ def served_traffic(con: duckdb.DuckDBPyConnection) -> Section:
     return section
 
 
+def online_outcomes(con: duckdb.DuckDBPyConnection) -> Section:
+    """Click-through and play rates of what was served (the `exposures` table; every served
+    item counts as exposed, see docs/warehouse.md), from the outcome canned analyses."""
+    section = Section(SECTIONS[6])
+    # A warehouse built before events were loaded has no such table: same empty state.
+    has_events = _rows(con, "SELECT count(*) FROM information_schema.tables "
+                            "WHERE table_name = 'exposures'")[0][0] > 0  # fmt: skip
+    n_events = _rows(con, "SELECT count(*) FROM events")[0][0] if has_events else 0
+    if n_events == 0:
+        section.paragraphs.append(NO_FEEDBACK)
+        return section
+    n_exposures, n_attributed = _rows(
+        con, "SELECT (SELECT count(*) FROM exposures), "
+             "(SELECT count(*) FROM events WHERE attribution IS NOT NULL)")[0]  # fmt: skip
+    section.paragraphs.append(
+        f"{n_events} feedback events, {n_attributed} attributed to one of {n_exposures} "
+        "served items (by request_id, else to the latest request that showed the item to "
+        "the user within the attribution window). CTR = share of served items clicked; "
+        "play rate = share played."
+    )
+    by_position = _canned(con, "outcomes_by_position")
+    if by_position:
+        positions = [str(r[0]) for r in by_position]
+        section.images.append(("CTR by position", charts.lines(
+            "CTR and play rate by position", positions,
+            {"CTR": [r[6] for r in by_position], "play rate": [r[7] for r in by_position]},
+            "rate")))  # fmt: skip
+    by_day = _canned(con, "outcomes_by_day")
+    if by_day:
+        days = sorted({r[0].isoformat() for r in by_day})
+        bundles = sorted({str(r[1]) for r in by_day})
+        at = {(r[0].isoformat(), str(r[1])): r for r in by_day}
+        for label, column in (("CTR", 7), ("play rate", 8)):
+            series: dict[str, list[float | None]] = {
+                b: [at[(d, b)][column] if (d, b) in at else None for d in days] for b in bundles
+            }
+            section.images.append((f"{label} by day and bundle", charts.lines(
+                f"{label} per day, by bundle", days, series, label)))  # fmt: skip
+    section.tables.append((["served_by", *RATE_COLUMNS], _canned(con, "outcomes_by_served_by")))
+    section.tables.append((["source", *RATE_COLUMNS], _canned(con, "outcomes_by_source")))
+    section.tables.append((
+        ["catalog items", "items served", "items played", "served coverage", "played coverage",
+         "plays", "plays on served items", "share on served"],
+        _canned(con, "watched_coverage"),
+    ))  # fmt: skip
+    return section
+
+
 def collect(artifacts: Path) -> list[Section]:
     con = connect_analyst(artifacts)
     try:
         return [latest_run(con), metrics_over_runs(con), source_mix(con), coverage(con),
-                popularity_bias(con), served_traffic(con)]  # fmt: skip
+                popularity_bias(con), served_traffic(con), online_outcomes(con)]  # fmt: skip
     finally:
         con.close()
 

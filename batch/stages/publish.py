@@ -62,7 +62,8 @@ def run(ctx: RunContext) -> dict[str, object]:
         staging.rename(final)
     write_current(ctx.artifacts, run_id)
     log.info("published %s: CURRENT -> %s", final, run_id)
-    warehouse_build.rebuild(ctx.artifacts, run_id, ctx.outputs.validate.clean)
+    warehouse_build.rebuild(ctx.artifacts, run_id, ctx.outputs.validate.clean,
+                            ctx.config.publish.attribution_window_minutes)
     removed = prune_runs(ctx.artifacts, ctx.config.publish.keep_runs)
     return {"run_id": run_id, "bundle": str(final), "pruned": removed}
 

@@ -58,3 +58,64 @@ def test_rebuild_publishes_both_files_and_keeps_history(
             "run-a", "run-b"]  # fmt: skip
         assert con.execute("SELECT count(*) FROM interactions").fetchone() == (0,)
         assert con.execute("SELECT count(*) FROM metrics WHERE run_id = 'run-a'").fetchone()[0] > 0
+
+
+def test_rebuild_loads_the_event_log_with_the_configured_window(tmp_path: Path) -> None:
+    from shared.events import EVENT_LOG_DIR
+    from tests.warehouse.feedback_fixture import event_table
+
+    art = tmp_path / "art"
+    build_bundle(art, "run-b")
+    with RequestLogWriter(log_dir(art)) as writer:
+        writer.log(ServedRequest("q1", dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "u0", "run-b",
+                                 "precomputed", None, [("m1", 1, 0.5)], 3.0))  # fmt: skip
+    folder = art / EVENT_LOG_DIR / "date=2026-01-02"
+    folder.mkdir(parents=True)
+    pq.write_table(event_table([  # 10 minutes after q1, no request_id; an organic play
+        ("e1", "click", "u0", "m1", "2026-01-02", "00:10", None),
+        ("e2", "play", "viewer-7f3a9", "m2", "2026-01-02", "00:20", None),
+    ]), folder / "part-1-000001.parquet")  # fmt: skip
+    interactions = clean(tmp_path)
+    rebuild(art, "run-b", interactions)  # default window: 30 minutes
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT event_id, attributed_request_id FROM events ORDER BY 1"
+                           ).fetchall() == [("e1", "q1"), ("e2", None)]  # fmt: skip
+        assert con.execute("SELECT clicked FROM exposures").fetchall() == [(True,)]
+    assert b"viewer-7f3a9" not in (art / "warehouse_analyst.duckdb").read_bytes()
+    rebuild(art, "run-b", interactions, attribution_window_minutes=5)
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT count(*) FROM events WHERE attribution IS NOT NULL"
+                           ).fetchone() == (0,)  # fmt: skip
+
+
+def test_rollback_rebuilds_with_the_window_the_restored_run_was_published_with(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from batch.publish.release import rollback
+    from shared import bundle_layout as layout
+    from shared.events import EVENT_LOG_DIR
+    from tests.warehouse.feedback_fixture import event_table
+
+    art = tmp_path / "art"
+    build_bundle(art, "run-a")
+    build_bundle(art, "run-b", seed=1)
+    manifest = run_dir(art, "run-a") / layout.MANIFEST  # not in the checksums
+    data = json.loads(manifest.read_text())
+    data["extra"] = {"config": {"publish": {"attribution_window_minutes": 5}}}
+    manifest.write_text(json.dumps(data))
+    with RequestLogWriter(log_dir(art)) as writer:
+        writer.log(ServedRequest("q1", dt.datetime(2026, 1, 2, tzinfo=dt.UTC), "u0", "run-b",
+                                 "precomputed", None, [("m1", 1, 0.5)], 3.0))  # fmt: skip
+    folder = art / EVENT_LOG_DIR / "date=2026-01-02"
+    folder.mkdir(parents=True)
+    pq.write_table(event_table([("e1", "click", "u0", "m1", "2026-01-02", "00:10", None)]),
+                   folder / "part-1-000001.parquet")  # fmt: skip
+    write_current(art, "run-b")
+    rollback(art, "run-a")  # 10 minutes is outside run-a's 5-minute window
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT attribution FROM events").fetchall() == [(None,)]
+    rollback(art, "run-b")  # no setting in its manifest: the default 30 minutes
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT attribution FROM events").fetchall() == [("window",)]

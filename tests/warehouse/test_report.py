@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from batch.publish.warehouse_build import WarehouseInputs, build
-from batch.report.build import NO_TRAFFIC, SECTIONS, write_report
+from batch.report.build import NO_FEEDBACK, NO_TRAFFIC, SECTIONS, write_report
 from shared.warehouse import analyst_warehouse_path, warehouse_path
 from tests.warehouse.conftest import KEY, inputs
 
@@ -72,3 +72,32 @@ def test_report_without_served_traffic(tmp_path: Path) -> None:
     assert parsed.h2 == list(SECTIONS)
     assert len(parsed.images) == 4
     assert NO_TRAFFIC in (tmp_path / "r.html").read_text()
+
+
+def test_online_outcomes_without_feedback_events(warehouse_art: Path, tmp_path: Path) -> None:
+    text = write_report(warehouse_art, tmp_path / "r.html").read_text()
+    assert SECTIONS[-1] == "Online outcomes"
+    assert NO_FEEDBACK in text
+
+
+def test_online_outcomes_with_feedback_events(tmp_path: Path) -> None:
+    from tests.warehouse import feedback_fixture as fx
+
+    base = inputs(tmp_path / "unused")
+    fresh = WarehouseInputs(**{**base.__dict__, "served": fx.write_served(tmp_path),
+                               "events": fx.write_events(tmp_path)})  # fmt: skip
+    build(fresh, warehouse_path(tmp_path), analyst_warehouse_path(tmp_path), KEY)
+    out = write_report(tmp_path, tmp_path / "r.html")
+    parsed = parse(out)
+    assert parsed.h2 == list(SECTIONS)
+    # 6 as before + CTR by position + CTR and play rate per day by bundle
+    assert len(parsed.images) == 9
+    assert 'alt="CTR by position"' in out.read_text()
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", out.read_text())
+    assert NO_FEEDBACK not in text
+    assert "14 feedback events, 11 attributed to one of 11 served items" in text
+    # The served_by table (rerank: 7 exposures, CTR 0.5714) and the source table.
+    assert "<td>rerank</td><td>7</td><td>4</td><td>3</td><td>1</td><td>1</td><td>0.5714</td>" \
+        in text
+    assert "<td>untagged</td><td>2</td><td>2</td><td>1</td>" in text
+    assert not re.search(r"\bu[1-5]\b|ghost", text)  # pseudonyms only

@@ -1,0 +1,18 @@
+-- name: outcomes_by_day
+-- version: 1
+-- description: Online outcomes per UTC day of the request and bundle: click-through and play rate (the trend of each bundle).
+-- param: impressed_only | false | true: count only exposures a client reported as seen (impression events)
+SELECT
+    CAST(ts AS DATE) AS day,
+    bundle,
+    count(*) AS exposures,
+    count(*) FILTER (WHERE clicked) AS clicked,
+    count(*) FILTER (WHERE played) AS played,
+    count(*) FILTER (WHERE completed) AS completed,
+    count(*) FILTER (WHERE disliked) AS disliked,
+    round(count(*) FILTER (WHERE clicked) / count(*), 4) AS ctr,
+    round(count(*) FILTER (WHERE played) / count(*), 4) AS play_rate
+FROM analyst.exposures
+WHERE impressed OR NOT CAST($impressed_only AS BOOLEAN)
+GROUP BY ALL
+ORDER BY day, bundle
