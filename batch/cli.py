@@ -28,3 +28,9 @@ def register_report(app: typer.Typer) -> None:
     from batch.report.cli import report
 
     app.command("report")(report)
+
+
+def register_simulate(app: typer.Typer) -> None:
+    from batch.simulate.cli import simulate
+
+    app.command("simulate")(simulate)

@@ -114,7 +114,9 @@ class Recommender:
         outcome: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         scored_cache = bundle.caches.scored
         key = (r.user_idx, r.recent.tobytes(), r.region, q.device)
-        if r.vector is None:
+        if cfg.popular_only:
+            reasons.append("popular_only")  # the baseline arm: nobody gets a personal row
+        elif r.vector is None:
             reasons.append("unknown_user")
         elif (hit := scored_cache.get(key)) is not None:
             outcome = hit  # same bundle, user and context: the same candidates and scores
@@ -153,10 +155,12 @@ class Recommender:
     def _fallback_list(
         self, bundle: LoadedBundle, r: _Resolved, reasons: list[str]
     ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], str]:
-        listed = bundle.precomputed_list(r.user_idx)
+        listed = None if "popular_only" in reasons else bundle.precomputed_list(r.user_idx)
         if listed is not None:
             return (listed.items, listed.scores, listed.sources), "precomputed"
-        if r.user_idx is None:
+        if "popular_only" in reasons:
+            pass
+        elif r.user_idx is None:
             if "unknown_user" not in reasons:
                 reasons.append("unknown_user")
         else:

@@ -416,6 +416,33 @@ def chunk_events(
     return Events(user, item, ts, etype, weight)
 
 
+def hidden_tastes(cfg: GenerateConfig, cat: Catalog | None = None) -> np.ndarray:
+    """The (n_users, n_genres) taste matrix `generate(cfg)` drew its events from.
+
+    The ground truth the traffic simulator (batch/simulate) plays users by: each chunk's
+    random stream is replayed up to the taste draw, the first thing a chunk draws, so the
+    matrix is the generator's own without writing anything. Users of a chunk with no events
+    drew no taste: they get the genre prevalence, as `_tastes` falls back to.
+    """
+    import numpy as np
+
+    cat = cat if cat is not None else build_catalog(cfg)
+    counts, _ = user_activity(cfg)
+    rows = []
+    for index, (lo, hi) in enumerate(user_chunks(counts)):
+        if int(counts[lo:hi].sum()) == 0:
+            rows.append(np.tile(cat.genre_prevalence, (hi - lo, 1)))
+            continue
+        rows.append(_tastes(cat, _rng(cfg.seed, 2, index), hi - lo))
+    return np.concatenate(rows) if rows else np.zeros((0, len(cat.genre_prevalence)))
+
+
+def user_ids(cfg: GenerateConfig) -> list[str]:
+    """The user ids `generate(cfg)` writes, in user order (the rows of hidden_tastes)."""
+    width = len(str(cfg.n_users - 1))
+    return [f"u{k:0{width}d}" for k in range(cfg.n_users)]
+
+
 def _tastes(cat: Catalog, rng: np.random.Generator, n_users: int) -> np.ndarray:
     """Per-user genre distribution, concentrated on a few genres, none on empty genres."""
     import numpy as np

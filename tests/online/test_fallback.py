@@ -104,3 +104,15 @@ def test_a_stage_skipped_for_cost_is_retried_later() -> None:
         tries += 1
         assert tries < 50, "the estimate never decayed: the worker is stuck in fallback"
     assert tries > 0
+
+
+def test_popular_only_serves_every_user_the_popular_list(artifacts: Path) -> None:
+    client = _client(artifacts, popular_only=True)
+    personal = recommend(_client(artifacts), user_id="u2", k=5)
+    for user in ("u2", "u3"):
+        data = recommend(client, user_id=user, k=5)
+        assert data["served_by"] in ("popular_segment", "popular_global")
+        assert data["fallback_reason"] == "popular_only"
+        assert data["scorer"] is None
+        assert all("popular" in i["sources"] for i in data["items"])
+    assert personal["served_by"] == "rerank"
