@@ -248,6 +248,7 @@ class ParquetLogWriter(Generic[R]):
         self.records_written = 0
         self.recovered = 0
         self._buffer: list[R] = []
+        self._inflight = 0  # rows taken from the buffer, not yet in the spool (or requeued)
         self._spool: _Spool | None = None
         self._sealed: list[_Spool] = []  # rotations whose Parquet is not on disk yet
         self._token = secrets.token_hex(3)  # pid reuse must not reuse a name
@@ -301,7 +302,7 @@ class ParquetLogWriter(Generic[R]):
             self._wake.notify()
         while time.monotonic() < deadline:
             with self._lock:
-                if not self._buffer:
+                if not self._buffer and not self._inflight:
                     return
                 self._wake.notify()
             time.sleep(0.005)
@@ -362,9 +363,14 @@ class ParquetLogWriter(Generic[R]):
                     self._wake.wait(timeout=max(0.005, self.flush_seconds))
                 room = self.rotate_rows - (self._spool.rows if self._spool else 0)
                 batch, self._buffer = self._buffer[:room], self._buffer[room:]
+                self._inflight = len(batch)  # flush() waits for these to reach the spool
                 closing = self._closed and not self._buffer
             last_flush = time.monotonic()
-            ok = self._spool_rows(batch) if batch else True
+            try:
+                ok = self._spool_rows(batch) if batch else True
+            finally:
+                with self._lock:
+                    self._inflight = 0
             if ok and (self._rotation_due(time.monotonic()) or closing):
                 self._seal_current()
             ok = self._write_sealed() and ok
