@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import IO, Any, TypeVar
 
 from flask import Blueprint, g, request
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from online import metrics
-from online.errors import validation_error
+from online.errors import Loc, dotted_field, validation_error
 from online.realtime import EMPTY, StoreUnavailable, UserState
 from online.recommend import Answer, Query
 from online.schemas import (
@@ -82,12 +83,12 @@ def read_body() -> bytes:
     return data
 
 
-def _parse(model: type[M]) -> M:
+def _parse(model: type[M], name_field: Callable[[Loc], str | None] = dotted_field) -> M:
     _require_json()
     try:
         return model.model_validate_json(read_body() or b"")
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, name_field) from None
 
 
 def _single_valued_args() -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
@@ -42,13 +43,34 @@ def error_response(status: int, error: str, field: str | None = None) -> tuple[R
     return jsonify({"error": error, "field": field}), status
 
 
-def validation_error(exc: ValidationError) -> ApiError:
-    """The first problem, naming the field as a dotted path (context.region, k, ...)."""
-    err = exc.errors()[0]
+Loc = tuple[int | str, ...]
+
+
+def dotted_field(loc: Loc) -> str | None:
+    """('context', 'region') -> 'context.region'."""
+    return ".".join(str(p) for p in loc) or None
+
+
+def indexed_field(loc: Loc) -> str | None:
+    """('events', 3, 'ts') -> 'events[3].ts': list positions as indexes (batch endpoints)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or None
+
+
+def validation_error(
+    exc: ValidationError, name_field: Callable[[Loc], str | None] = dotted_field
+) -> ApiError:
+    """The first problem, naming the field by `name_field` (a dotted path by default:
+    context.region, k, ...)."""
+    err = exc.errors(include_url=False)[0]
     if err["type"] == "json_invalid":
         return ApiError(400, "request body is not valid JSON", None)
-    field = ".".join(str(p) for p in err["loc"]) or None
-    return ApiError(422, err["msg"], field)
+    return ApiError(422, err["msg"], name_field(tuple(err["loc"])))
 
 
 def register(app: Flask) -> None:

@@ -16,10 +16,10 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, current_app
-from pydantic import ValidationError
 
 from online import metrics
-from online.api import _require_json, read_body
+from online.api import _parse as _parse_json
+from online.errors import indexed_field
 from online.event_schemas import EventsRequest
 from online.realtime import MemoryStore, RealtimeStore
 from online.service import get_service
@@ -31,27 +31,13 @@ bp = Blueprint("events", __name__, url_prefix="/v1")
 _LOCAL_DEDUP = "recsys.events_dedup"
 
 
-def _field(loc: tuple[int | str, ...]) -> str | None:
-    """('events', 3, 'ts') -> 'events[3].ts'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or None
-
-
 def _parse() -> EventsRequest:
-    _require_json()
     try:
-        return EventsRequest.model_validate_json(read_body() or b"")
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        if err["type"] == "json_invalid":
-            raise ApiError(400, "request body is not valid JSON", None) from None
-        metrics.EVENTS.labels("invalid", "refused").inc()
-        raise ApiError(422, err["msg"], _field(tuple(err["loc"]))) from None
+        return _parse_json(EventsRequest, indexed_field)
+    except ApiError as exc:
+        if exc.status == 422:  # a body that is JSON but not a valid batch
+            metrics.EVENTS.labels("invalid", "refused").inc()
+        raise
 
 
 def _dedup_store() -> RealtimeStore:
