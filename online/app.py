@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
 
 from flask import Flask, Response, g, request
 
@@ -22,9 +23,12 @@ from online.realtime import open_store
 from online.recommend import Recommender
 from online.service import EXTENSION, Service
 from shared.events import EventLogWriter, event_log_dir
+from shared.parquet_log import ParquetLogWriter
 from shared.request_log import RequestLogWriter, log_dir
 
 log = logging.getLogger(__name__)
+
+W = TypeVar("W", bound=ParquetLogWriter[Any])
 
 # Endpoints that must answer even before (or without) a bundle.
 _NO_BUNDLE_NEEDED = {
@@ -37,13 +41,20 @@ _NO_BUNDLE_NEEDED = {
 }
 
 
-def _log_metrics(name: str) -> dict[str, Any]:
-    """A log writer's callbacks, counting into /metrics under log=<name>."""
-    return {
-        "on_dropped": metrics.LOG_DROPPED.labels(name).inc,
-        "on_write_error": metrics.LOG_WRITE_ERRORS.labels(name).inc,
-        "on_written": metrics.LOG_WRITTEN.labels(name).inc,
-    }
+def _log_writer(
+    writer: Callable[..., W], root: Path, name: str, config: ServiceConfig, enabled: bool
+) -> W | None:
+    """One log's writer (None when that log is off), counting into /metrics under log=<name>."""
+    if not enabled:
+        return None
+    return writer(
+        root,
+        rotate_seconds=config.request_log_rotate_seconds,
+        flush_seconds=config.log_flush_seconds,
+        on_dropped=metrics.LOG_DROPPED.labels(name).inc,
+        on_write_error=metrics.LOG_WRITE_ERRORS.labels(name).inc,
+        on_written=metrics.LOG_WRITTEN.labels(name).inc,
+    )
 
 
 def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask:
@@ -53,26 +64,10 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=config.max_content_length)
     app.json = OrjsonProvider(app)  # keeps keys in insertion order, as the API documents
-    request_log = (
-        RequestLogWriter(
-            log_dir(config.artifacts),
-            rotate_seconds=config.request_log_rotate_seconds,
-            flush_seconds=config.log_flush_seconds,
-            **_log_metrics("served"),
-        )
-        if config.request_log
-        else None
-    )
-    event_log = (
-        EventLogWriter(
-            event_log_dir(config.artifacts),
-            rotate_seconds=config.request_log_rotate_seconds,
-            flush_seconds=config.log_flush_seconds,
-            **_log_metrics("events"),
-        )
-        if config.event_log
-        else None
-    )
+    request_log = _log_writer(RequestLogWriter, log_dir(config.artifacts), "served", config,
+                              config.request_log)  # fmt: skip
+    event_log = _log_writer(EventLogWriter, event_log_dir(config.artifacts), "events", config,
+                            config.event_log)  # fmt: skip
     service = Service(config, BundleStore(config), Recommender(config), request_log,
                       realtime=open_store(config), event_log=event_log)  # fmt: skip
     app.extensions[EXTENSION] = service

@@ -13,7 +13,7 @@ column existed have items of (item_id, rank, score) only; readers must treat a m
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,23 +156,9 @@ _WARM = _row(ServedRequest("warm-up", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), No
 class RequestLogWriter(ParquetLogWriter[_Row]):
     """The served-request log's writer: `log(ServedRequest)`; see shared/parquet_log.py."""
 
-    def __init__(
-        self,
-        root: Path,
-        rotate_rows: int = 10_000,
-        rotate_seconds: float = 60.0,
-        max_buffer_rows: int = 200_000,
-        max_retry_seconds: float = 5.0,
-        on_dropped: Callable[[int], None] | None = None,
-        on_write_error: Callable[[], None] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            root, schema=SCHEMA, rows_table=_rows_table, name="request log",
-            rotate_rows=rotate_rows, rotate_seconds=rotate_seconds,
-            max_buffer_rows=max_buffer_rows, max_retry_seconds=max_retry_seconds,
-            on_dropped=on_dropped, on_write_error=on_write_error, warm_rows=[_WARM], **kwargs,
-        )  # fmt: skip
+    def __init__(self, root: Path, **kwargs: Any) -> None:
+        super().__init__(root, schema=SCHEMA, rows_table=_rows_table, name="request log",
+                         warm_rows=[_WARM], **kwargs)  # fmt: skip
 
     def log(self, record: ServedRequest) -> None:
         """Append one record; never blocks on I/O, never raises."""
