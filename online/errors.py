@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from online import metrics
+from online.realtime import StoreUnavailable
 from shared.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def register(app: Flask) -> None:
             if name.lower() in _KEPT_HEADERS:
                 response.headers[name] = value
         return response, status
+
+    @app.errorhandler(StoreUnavailable)
+    def _store(exc: StoreUnavailable) -> tuple[Response, int]:
+        # Only the events endpoint lets it out (the request path serves an empty state):
+        # a retry of the batch is safe, claims are idempotent.
+        log.warning("real-time store unavailable: %s", exc)
+        metrics.ERRORS.labels("http_503").inc()
+        return error_response(503, "real-time store unavailable; retry the batch later")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

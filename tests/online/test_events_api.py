@@ -178,3 +178,19 @@ def test_a_full_event_log_refuses_before_claiming(events_app: Flask, ev_client: 
     status, body = post(ev_client, [ev(0), ev(1)])  # the retry is taken, not a duplicate
     assert (status, body["accepted"]) == (202, 2)
     assert sorted(r["event_id"] for r in logged(events_app)) == ["e0", "e1"]
+
+
+def test_a_store_that_is_down_answers_503_naming_the_retry(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: a real Redis client, no server
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = make_app(tmp_path, redis_url=f"redis://127.0.0.1:{port}/0")
+    try:
+        status, body = post(app.test_client(), [ev(1)])
+        assert status == 503
+        assert body == {"error": "real-time store unavailable; retry the batch later",
+                        "field": None}  # fmt: skip
+    finally:
+        app.extensions["recsys"].close()
