@@ -155,9 +155,15 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
     """Rebuild both warehouse files for the published run `run_id` (publish and rollback)."""
     bundle = run_dir(artifacts, run_id)
     runs, metrics = update_history(artifacts)
-    served = request_log.part_files(request_log.log_dir(artifacts))
+    served_root = request_log.log_dir(artifacts)
+    events_root = artifacts / feedback_events.EVENT_LOG_DIR
+    for root in (served_root, events_root):
+        # Spools a killed worker left behind become part files now, not when a worker
+        # of that server next starts (one may never start again on this host).
+        request_log.recover_orphans(root)
+    served = request_log.part_files(served_root)
     # Same layout and glob as the served log: hidden temporary files never match.
-    events = request_log.part_files(artifacts / feedback_events.EVENT_LOG_DIR)
+    events = request_log.part_files(events_root)
     inputs = WarehouseInputs(
         items=bundle / layout.ITEMS,
         users=bundle / layout.USERS,

@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, IntegerType, StructField, StructType
 
 from batch.spark import candidate_sources as cs
+from batch.spark.shipping import ship_file
 from shared.bundle import GLOBAL_SEGMENT
 from shared.config import CandidateConfig
 from shared.cooc import NeighborCSR, neighbor_csr
@@ -187,13 +188,10 @@ def user_candidates(
     """Merged candidates for every user in `train`, sorted by (user, item) per partition,
     fused_score with these source weights. ease_paths: the EASE weights and items files
     (None: the source proposes nothing)."""
-    spark.sparkContext.addFile(str(index_path))
-    index_name = index_path.name
+    index_name = ship_file(spark, index_path)
     ease_names: tuple[str, str] | None = None
     if ease_paths is not None:
-        for path in ease_paths:
-            spark.sparkContext.addFile(str(path))
-        ease_names = (ease_paths[0].name, ease_paths[1].name)
+        ease_names = (ship_file(spark, ease_paths[0]), ship_file(spark, ease_paths[1]))
     n_items = int(tables.neighbor_indptr.size - 1)
     shared_tables = spark.sparkContext.broadcast(tables)
     weights = dict(weights)

@@ -181,7 +181,7 @@ class CandidatesOutputs(StageOutputs):
 
     def ease_weights(self, variant: str) -> Path:
         """The EASE weights B (float32 [N, N], .npy, memory-mapped by the candidate tasks)."""
-        return self.root / f"ease_weights-{_variant(variant)}.npy"  # one name per variant: SparkFiles
+        return self.root / f"ease_weights-{_variant(variant)}.npy"  # one file per variant
 
     def ease_items(self, variant: str) -> Path:
         """The item_idx of EASE's N columns (int64 [N], ascending)."""

@@ -22,6 +22,7 @@ from batch.spark import events, inputs, validation
 from batch.stages._spark import read, write
 from shared.errors import RecsysError
 from shared.inputs import CONTRACT_FILES, ITEMS, USERS, find_input
+from shared.parquet_log import recover_orphans
 
 
 def _input_fingerprint(ctx: RunContext) -> str:
@@ -65,6 +66,7 @@ def _events(ctx: RunContext, spark: SparkSession, items: DataFrame | None) -> _E
     files = []
     if feedback.is_enabled(cfg, ctx.artifacts):
         root = feedback.log_dir(cfg, ctx.artifacts)
+        recover_orphans(root)  # a killed worker's last spool is tonight's input too
         files = feedback.part_files(feedback.partitions(root, ctx.run_date, cfg.window_days))
     if not files:
         empty_clean = spark.createDataFrame([], "user_id STRING, item_id STRING, ts BIGINT, "

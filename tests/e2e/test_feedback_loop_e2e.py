@@ -30,8 +30,6 @@ from tests.e2e.test_service_e2e import running_server
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.spark,
-    # Open: the second nightly run fails in its candidates stage on the copied artifacts.
-    pytest.mark.skip(reason="open: the second nightly run fails in candidates; see the feedback issue's note"),
 ]
 
 

@@ -118,7 +118,6 @@ def test_without_an_event_log_or_when_switched_off_nothing_is_read(spark, tmp_pa
 
 
 @pytest.mark.spark
-@pytest.mark.skip(reason="open: fails at its per-type counts (fixture ids likely outside the tiny catalogue); see the feedback issue's note")
 def test_pipeline_drops_dislikes_from_lists_and_trains_on_ignored_impressions(
         spark, tiny_data: Path, tmp_path: Path) -> None:
     """The one full run with an event log (~5 min on 2 shared cores): today's plays are interactions, u000's 150

@@ -119,3 +119,21 @@ def test_rollback_rebuilds_with_the_window_the_restored_run_was_published_with(
     rollback(art, "run-b")  # no setting in its manifest: the default 30 minutes
     with connect_read_only(art) as con:
         assert con.execute("SELECT attribution FROM events").fetchall() == [("window",)]
+
+
+def test_rebuild_recovers_the_spools_of_killed_writers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed with its events flushed only to its spool: the warehouse build
+    turns the spool into part files and loads them (no later worker start needed)."""
+    from shared.events import EVENT_LOG_DIR
+    from tests.warehouse.test_parquet_log import _killed_writer
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(MODE_ENV, raising=False)
+    art = tmp_path / "art"
+    build_bundle(art, "run-a")
+    _killed_writer(art / EVENT_LOG_DIR)  # 300 flushed events, then SIGKILL
+    rebuild(art, "run-a", clean(tmp_path))
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT count(DISTINCT event_id) FROM events").fetchone() == (300,)
