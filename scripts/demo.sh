@@ -49,4 +49,12 @@ run "curl -s -X POST http://127.0.0.1:$PORT/v1/recommendations -H 'Content-Type:
 run "curl -s -X POST http://127.0.0.1:$PORT/v1/recommendations -H 'Content-Type: application/json' -d '{\"user_id\": \"someone-new\", \"k\": 5, \"context\": {\"recent_item_ids\": [\"$ITEM_ID\"]}}'"
 run "curl -s 'http://127.0.0.1:$PORT/v1/items/$ITEM_ID/similar?k=5'"
 run "curl -s -X POST http://127.0.0.1:$PORT/v1/recommendations -H 'Content-Type: application/json' -d '{\"user_id\": \"x\", \"k\": 500}'"
+step "feedback: the user plays the first item shown, and the next answer has moved on"
+SHOWN=$(curl -s -X POST "http://127.0.0.1:$PORT/v1/recommendations" -H 'Content-Type: application/json' -d "{\"user_id\": \"$USER_ID\", \"k\": 5}")
+REQUEST_ID=$(printf '%s' "$SHOWN" | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["request_id"])')
+PLAYED=$(printf '%s' "$SHOWN" | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["items"][0]["item_id"])')
+run "curl -s -X POST http://127.0.0.1:$PORT/v1/events -H 'Content-Type: application/json' -d '{\"events\": [{\"event_id\": \"demo-click-1\", \"type\": \"click\", \"user_id\": \"$USER_ID\", \"item_id\": \"$PLAYED\", \"request_id\": \"$REQUEST_ID\"}, {\"event_id\": \"demo-play-1\", \"type\": \"play\", \"user_id\": \"$USER_ID\", \"item_id\": \"$PLAYED\", \"request_id\": \"$REQUEST_ID\"}]}'"
+run "curl -s -X POST http://127.0.0.1:$PORT/v1/recommendations -H 'Content-Type: application/json' -d '{\"user_id\": \"$USER_ID\", \"k\": 5}'"
+echo "(item $PLAYED, played a moment ago, is no longer in the list; tonight's run trains on the play)"
+run "curl -s -X POST http://127.0.0.1:$PORT/v1/events -H 'Content-Type: application/json' -d '{\"events\": [{\"type\": \"share\", \"user_id\": \"$USER_ID\", \"item_id\": \"$PLAYED\"}]}'"
 step "the service keeps running (pid $(cat "$ROOT/.demo/serve.pid")): open http://127.0.0.1:$PORT/ ; stop it with: kill \$(cat .demo/serve.pid)"

@@ -159,4 +159,8 @@ def test_pipeline_drops_dislikes_from_lists_and_trains_on_ignored_impressions(
                      tiny_config(ranker={"impression_negatives": False}))  # type: ignore[arg-type]
     off = PipelineRunner(ctx, spark=spark).run_stage("features")["sample"]
     assert off["explicit_negatives"] == 0  # type: ignore[index]
-    assert off["rows"] == sample["rows"] - explicit_on  # type: ignore[index]
+    # The same users and positives; explicit negatives are added to, or taken out of, the
+    # sampled pool (a candidate the user ignored is counted as explicit, capped per user).
+    assert (off["users"], off["positives"]) == (sample["users"], sample["positives"])  # type: ignore[index]
+    assert 0 < sample["explicit_negatives_outside_candidates"] <= explicit_on
+    assert sample["rows"] - explicit_on <= off["rows"]  # type: ignore[index,operator]
