@@ -31,6 +31,7 @@ class DayStats:
     bundles: Counter[str] = field(default_factory=Counter)
     served_by: Counter[str] = field(default_factory=Counter)
     played_items: list[tuple[str, str]] = field(default_factory=list)  # (user_id, item_id)
+    disliked_items: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ctr(self) -> float:
@@ -47,6 +48,7 @@ class DayStats:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("played_items")
+        out.pop("disliked_items")
         out |= {"ctr": round(self.ctr, 5), "play_rate": round(self.play_rate, 5),
                 "expected_ctr": round(self.expected_ctr, 5)}  # fmt: skip
         return out
@@ -96,6 +98,7 @@ def simulate_day(
         stats.completes += int(reaction.completed.sum())
         stats.dislikes += int(reaction.disliked.sum())
         stats.played_items += [(user, items[p]) for p in np.flatnonzero(reaction.played)]
+        stats.disliked_items += [(user, items[p]) for p in np.flatnonzero(reaction.disliked)]
         if len(pending) >= EVENTS_PER_POST:
             flush()
     flush()

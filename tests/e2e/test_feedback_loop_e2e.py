@@ -1,6 +1,7 @@
 """The loop, end to end on real components: events posted to a real server change the
 user's next answer at once (real-time store), reach the event log, the warehouse's `events`
-and `exposures`, the next nightly run's interactions (real Spark), and that run's answer.
+and `exposures`, the next nightly run (real Spark: per-type counts, ignored impressions as the re-ranker's
+negatives, switched off and on, dislikes out of the disliker's list), and that run's answer.
 
 Synthetic users with the tiny data set's hidden tastes (batch/simulate) supply the traffic.
 """
@@ -16,15 +17,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from batch.context import RunContext
 from batch.data.generate import GenerateConfig
+from batch.pipeline.runner import PipelineRunner
 from batch.simulate.behaviour import BehaviourModel
 from batch.simulate.client import ServiceClient
 from batch.simulate.day import simulate_day
 from batch.simulate.truth import GroundTruth
+from shared import bundle_layout as layout
 from shared.bundle import current_bundle
 from shared.events import EVENT_LOG_DIR
 from shared.warehouse import analyst_warehouse_path
-from tests.conftest import TINY_RUN_DATE, run_pipeline
+from tests.conftest import TINY_RUN_DATE, run_pipeline, tiny_config
 from tests.e2e.test_service_e2e import running_server
 
 pytestmark = [
@@ -60,25 +64,50 @@ def test_events_change_the_next_answer_tonight_and_tomorrow(
         client = ServiceClient(base)
         before = client.recommend(watcher, 10)
         watched = before["items"][0]["item_id"]
+        disliked = [row["item_id"] for row in before["items"][1:4]]
         ack = client.post_events([{"event_id": "loop-play-1", "type": "play", "user_id": watcher,
-                                   "item_id": watched, "request_id": before["request_id"]}])  # fmt: skip
-        assert ack["accepted"] == 1
+                                   "item_id": watched, "request_id": before["request_id"]}]
+                                 + [{"event_id": f"loop-dislike-{n}", "type": "dislike",
+                                     "user_id": watcher, "item_id": item}
+                                    for n, item in enumerate(disliked)])  # fmt: skip
+        assert ack["accepted"] == 1 + len(disliked)
         # A retry of the same event is acknowledged and not counted twice.
         assert client.post_events([{"event_id": "loop-play-1", "type": "play", "user_id": watcher,
                                     "item_id": watched}])["accepted"] == 0  # fmt: skip
         after = client.recommend(watcher, 10)  # the next answer, on any worker
-        assert watched not in [i["item_id"] for i in after["items"]]
+        assert not {watched, *disliked} & {i["item_id"] for i in after["items"]}
         stats = simulate_day(client, truth, BehaviourModel(), users[1:], 1, rng)
     assert stats.requests == len(users) - 1 and stats.clicks > 0 and stats.plays > 0
 
     logged = _event_ids(artifacts)  # the clean stop wrote every buffered event
-    assert len(logged) == len(set(logged)) == stats.events_posted + 1
+    assert len(logged) == len(set(logged)) == stats.events_posted + 1 + len(disliked)
     assert "loop-play-1" in logged
 
     tomorrow = dt.datetime.now(dt.UTC).date()
-    run_pipeline(spark, tiny_data, artifacts, run_date=tomorrow)
+    results = run_pipeline(spark, tiny_data, artifacts, run_date=tomorrow)
     second_bundle = current_bundle(artifacts).name
     assert second_bundle != first_bundle
+    # Every logged event reached the night: engagement as interactions, the rest as feedback.
+    by_type = {"impression": stats.impressions, "click": stats.clicks, "play": stats.plays + 1,
+               "complete": stats.completes, "dislike": stats.dislikes + len(disliked)}  # fmt: skip
+    assert results["validate"]["events"]["by_type"] == {t: n for t, n in by_type.items() if n}  # type: ignore[index]
+    # Ignored impressions and dislikes are the re-ranker's explicit negatives ...
+    sample = results["features"]["sample"]
+    explicit_on = int(sample["explicit_negatives"])  # type: ignore[index]
+    assert 0 < explicit_on <= stats.impressions - stats.clicks + stats.dislikes + len(disliked)
+    # ... and without them the same users and positives, from the sampled pool alone.
+    off_ctx = RunContext(tiny_data, artifacts, tomorrow,
+                         tiny_config(ranker={"impression_negatives": False}))  # type: ignore[arg-type]
+    off = PipelineRunner(off_ctx, spark=spark).run_stage("features")["sample"]
+    assert off["explicit_negatives"] == 0  # type: ignore[index]
+    assert (off["users"], off["positives"]) == (sample["users"], sample["positives"])  # type: ignore[index]
+    assert sample["rows"] - explicit_on <= off["rows"]  # type: ignore[index,operator]
+    # Dislikes leave the disliker's published list, and only theirs.
+    recs = pq.read_table(current_bundle(artifacts) / layout.RECOMMENDATIONS).to_pandas()
+    lists = recs.groupby("user_id")["item_id"].agg(set)
+    for user, item in [*stats.disliked_items, *((watcher, i) for i in disliked)]:
+        assert item not in lists.get(user, set())
+    assert any(item in items for user, items in lists.items() if user != watcher for item in disliked)
 
     with duckdb.connect(str(analyst_warehouse_path(artifacts)), read_only=True) as con:
         events = con.execute("SELECT count(*) FROM analyst.events").fetchone()[0]

@@ -117,50 +117,5 @@ def test_without_an_event_log_or_when_switched_off_nothing_is_read(spark, tmp_pa
     assert stats["rows_read"] == 3 and pq.read_table(ctx.outputs.validate.feedback).num_rows == 0
 
 
-@pytest.mark.spark
-def test_pipeline_drops_dislikes_from_lists_and_trains_on_ignored_impressions(
-        spark, tiny_data: Path, tmp_path: Path) -> None:
-    """The one full run with an event log (~5 min on 2 shared cores): today's plays are interactions, u000's 150
-    dislikes leave its published list, impressions become the ranker's negatives."""
-    from shared import bundle_layout as layout
-    from shared.bundle import current_bundle
-    from tests.conftest import TINY_RUN_DATE, run_pipeline
-
-    art = tmp_path / "art"
-    day = TINY_RUN_DATE.isoformat()
-    disliked = [f"i{i:03d}" for i in range(150)]
-    rows: list[tuple[object, ...]] = [
-        (f"d{n}", "dislike", "u000", item, _ts(day, 8), None) for n, item in enumerate(disliked)]
-    rows += [(f"p{u}", "play", f"u{u:03d}", "i399", _ts(day, 9), None) for u in range(40)]
-    # 60 users were each shown 20 items they never touch: impressions to learn "no" from
-    rows += [(f"m{u}-{k}", "impression", f"u{u:03d}", f"i{(u * 7 + k * 13) % 400:03d}", _ts(day, 7), None)
-             for u in range(100, 160) for k in range(20)]
-    write_events(art, day, rows)
-    results = run_pipeline(spark, tiny_data, art)
-
-    events = results["validate"]["events"]
-    assert isinstance(events, dict)
-    assert events["by_type"] == {"dislike": 150, "play": 40, "impression": 1200}
-    # today's plays are interactions (their weights: the validate-stage test above)
-    assert results["validate"]["rows_clean"] == results["validate"]["rows_read"] - 150 - 1200
-
-    recs = pq.read_table(current_bundle(art) / layout.RECOMMENDATIONS).to_pandas()
-    mine = set(recs.loc[recs.user_id == "u000", "item_id"])
-    assert len(mine) > 0 and not mine & set(disliked)
-    # the others' lists are not filtered by u000's dislikes (400 items, 100 per list)
-    assert set(recs.loc[recs.user_id != "u000", "item_id"]) & set(disliked)
-
-    sample = results["features"]["sample"]
-    assert isinstance(sample, dict)
-    explicit_on = int(sample["explicit_negatives"])
-    assert 0 < explicit_on <= 60 * 20 + 150
-
-    ctx = RunContext(tiny_data, art, TINY_RUN_DATE,
-                     tiny_config(ranker={"impression_negatives": False}))  # type: ignore[arg-type]
-    off = PipelineRunner(ctx, spark=spark).run_stage("features")["sample"]
-    assert off["explicit_negatives"] == 0  # type: ignore[index]
-    # The same users and positives; explicit negatives are added to, or taken out of, the
-    # sampled pool (a candidate the user ignored is counted as explicit, capped per user).
-    assert (off["users"], off["positives"]) == (sample["users"], sample["positives"])  # type: ignore[index]
-    assert 0 < sample["explicit_negatives_outside_candidates"] <= explicit_on
-    assert sample["rows"] - explicit_on <= off["rows"]  # type: ignore[index,operator]
+# The whole night on events posted to a real service (per-type counts, dislikes out of the
+# lists, impression negatives on and off): tests/e2e/test_feedback_loop_e2e.py.
