@@ -105,8 +105,15 @@ def run_policy(cfg: SimConfig, policy: Policy, truth: GroundTruth,
 def run_simulation(cfg: SimConfig, model: BehaviourModel | None = None) -> list[PolicyResult]:
     model = model or BehaviourModel()
     data_cfg = cfg.data_config()
-    if not (data_cfg.out_dir / "interactions.parquet").exists():
+    # A world generated for other settings (an earlier run in the same --work-dir) would
+    # not match the truth drawn from these: regenerate unless the recorded settings agree.
+    stamp = data_cfg.out_dir / "simulate-world.json"
+    wanted = json.dumps({k: str(v) for k, v in data_cfg.__dict__.items()}, sort_keys=True)
+    if not (data_cfg.out_dir / "interactions.parquet").exists() or not stamp.exists() \
+            or stamp.read_text() != wanted:
+        shutil.rmtree(data_cfg.out_dir, ignore_errors=True)
         generate(data_cfg)
+        stamp.write_text(wanted)
     truth = GroundTruth.from_config(data_cfg)
     progress(f"{cfg.users} users, {cfg.items} items, {cfg.events} base events; "
              f"{cfg.days} days x {cfg.users_per_day} users, policies {', '.join(cfg.policies)}")  # fmt: skip

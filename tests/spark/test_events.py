@@ -119,3 +119,23 @@ def test_without_an_event_log_or_when_switched_off_nothing_is_read(spark, tmp_pa
 
 # The whole night on events posted to a real service (per-type counts, dislikes out of the
 # lists, impression negatives on and off): tests/e2e/test_feedback_loop_e2e.py.
+
+
+@pytest.mark.spark
+def test_a_user_first_seen_in_the_event_log_gets_an_id_in_the_bundle_maps(spark, tmp_path: Path) -> None:
+    """users.csv lists u1 and u2; u3 exists only through today's events. The night once
+    numbered u3's interactions but left u3 out of the users map, and publish failed with
+    'Index out of bounds' on the first night after a new user's first play."""
+    _inputs(tmp_path / "data")
+    (tmp_path / "data" / "users.csv").write_text("user_id,region\nu1,north\nu2,south\n")
+    art = tmp_path / "art"
+    write_events(art, D, GOOD_EVENTS)  # u3 clicks a and rates c
+    ctx = RunContext(tmp_path / "data", art, RUN_DATE, tiny_config())  # type: ignore[arg-type]
+    runner = PipelineRunner(ctx, spark=spark)
+    runner.run_stage("validate")
+    runner.run_stage("embeddings")
+    out = ctx.outputs.embeddings
+    users = {r["user_id"]: (r["user_idx"], r["region"]) for r in pq.read_table(out.users).to_pylist()}
+    assert set(users) == {"u1", "u2", "u3"} and users["u3"][1] is None
+    numbered = {r["user_idx"] for r in pq.read_table(out.interactions, columns=["user_idx"]).to_pylist()}
+    assert numbered <= {idx for idx, _ in users.values()}
