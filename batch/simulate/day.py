@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -46,9 +46,10 @@ class DayStats:
         return self.expected_clicks / self.impressions if self.impressions else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out.pop("played_items")
-        out.pop("disliked_items")
+        # Not asdict(): it rebuilds a Counter from (key, value) pairs, counting the pairs.
+        out = {f.name: getattr(self, f.name) for f in fields(self)
+               if f.name not in ("played_items", "disliked_items")}
+        out |= {"bundles": dict(self.bundles), "served_by": dict(self.served_by)}
         out |= {"ctr": round(self.ctr, 5), "play_rate": round(self.play_rate, 5),
                 "expected_ctr": round(self.expected_ctr, 5)}  # fmt: skip
         return out

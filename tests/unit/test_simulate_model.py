@@ -64,3 +64,18 @@ def test_reactions_follow_the_probabilities_and_replay_with_the_seed() -> None:
     assert (a.clicked == b.clicked).all() and (a.played == b.played).all()
     low = [model.react(np.zeros(10), np.random.default_rng(s)).disliked.mean() for s in range(2000)]
     assert 0.01 < float(np.mean(low)) < 0.05  # ~dislike_rate for items the user does not like
+
+
+def test_a_day_serialises_with_its_bundle_and_served_by_counts() -> None:
+    """The report once failed at its very end: asdict() turned the Counters into tuple keys."""
+    import json
+
+    from batch.simulate.day import DayStats
+
+    day = DayStats(1, requests=3, impressions=30, clicks=2)
+    day.bundles["run-a"] += 3
+    day.served_by["reranked"] += 2
+    day.played_items.append(("u1", "i1"))
+    got = json.loads(json.dumps(day.as_dict()))
+    assert got["bundles"] == {"run-a": 3} and got["served_by"] == {"reranked": 2}
+    assert got["ctr"] == round(2 / 30, 5) and "played_items" not in got
