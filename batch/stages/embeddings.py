@@ -51,15 +51,8 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     write(rank_train.orderBy("user_idx", "ts", "item_idx"), out.ranker_train, 4)
     write(rank_labels.orderBy("user_idx", "item_idx"), out.ranker_labels)
     # The maps the bundle needs: only this run's ids, with their stable numbers.
-    # A user first seen in the event log (signed up and played today) is in no users file
-    # yet: kept with no region, or the bundle's ids would stop short of their number.
-    known = read(spark, valid.users)
-    event_only = (
-        clean.select("user_id").distinct().join(known.select("user_id"), "user_id", "left_anti")
-        .withColumn("region", F.lit(None).cast("string"))
-    )
     write(
-        known.unionByName(event_only, allowMissingColumns=True).join(user_map, "user_id")
+        read(spark, valid.users).join(user_map, "user_id")
         .withColumnRenamed("idx", "user_idx").orderBy("user_idx"),
         out.users,
     )

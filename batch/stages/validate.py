@@ -124,8 +124,13 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
             "item_id", *[F.lit(None).cast("string").alias(c) for c in ("title", "genres", "available_regions")]
         )
     write(items.orderBy("item_id"), out.items)
-    if users is None:
-        users = clean.select("user_id").distinct().withColumn("region", F.lit(None).cast("string"))
+    # Every user with a clean interaction is a user of this run. One first seen in the event
+    # log (signed up and played today) is in no users file yet: kept with no region, or the
+    # bundle's user ids would stop short of their number.
+    seen = clean.select("user_id").distinct()
+    unlisted = seen if users is None else seen.join(users.select("user_id"), "user_id", "left_anti")
+    unlisted = unlisted.withColumn("region", F.lit(None).cast("string"))
+    users = unlisted if users is None else users.unionByName(unlisted)
     write(users.orderBy("user_id"), out.users)
     quarantine = read(spark, out.quarantine)
     reasons = {r["reason"]: int(r["count"]) for r in quarantine.groupBy("reason").count().collect()}

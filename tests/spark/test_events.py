@@ -133,6 +133,8 @@ def test_a_user_first_seen_in_the_event_log_gets_an_id_in_the_bundle_maps(spark,
     ctx = RunContext(tmp_path / "data", art, RUN_DATE, tiny_config())  # type: ignore[arg-type]
     runner = PipelineRunner(ctx, spark=spark)
     runner.run_stage("validate")
+    valid_users = {r["user_id"]: r["region"] for r in pq.read_table(ctx.outputs.validate.users).to_pylist()}
+    assert valid_users == {"u1": "north", "u2": "south", "u3": None}  # the valid users table has u3
     runner.run_stage("embeddings")
     out = ctx.outputs.embeddings
     users = {r["user_id"]: (r["user_idx"], r["region"]) for r in pq.read_table(out.users).to_pylist()}
