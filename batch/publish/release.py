@@ -69,7 +69,9 @@ def rollback(artifacts: Path, to: str | None = None) -> str:
     publish_config = manifest.extra.get("config", {}).get("publish", {})
     window = publish_config.get("attribution_window_minutes",
                                 warehouse_build.DEFAULT_ATTRIBUTION_WINDOW_MINUTES)  # fmt: skip
-    warehouse_build.rebuild(artifacts, to, clean, int(window))
+    # The event log it read: a bundle published with events.path set reads that one.
+    event_log = manifest.extra.get("config", {}).get("events", {}).get("path")
+    warehouse_build.rebuild(artifacts, to, clean, int(window), Path(event_log) if event_log else None)
     return to
 
 

@@ -151,12 +151,15 @@ class WarehouseInputs:
 
 
 def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
-            attribution_window_minutes: int = DEFAULT_ATTRIBUTION_WINDOW_MINUTES) -> Path:
-    """Rebuild both warehouse files for the published run `run_id` (publish and rollback)."""
+            attribution_window_minutes: int = DEFAULT_ATTRIBUTION_WINDOW_MINUTES,
+            event_log: Path | None = None) -> Path:
+    """Rebuild both warehouse files for the published run `run_id` (publish and rollback).
+
+    event_log: the feedback log the night read (`events.path`); None: ART/event_log."""
     bundle = run_dir(artifacts, run_id)
     runs, metrics = update_history(artifacts)
     served_root = request_log.log_dir(artifacts)
-    events_root = artifacts / feedback_events.EVENT_LOG_DIR
+    events_root = event_log if event_log is not None else artifacts / feedback_events.EVENT_LOG_DIR
     for root in (served_root, events_root):
         # Spools a killed worker left behind become part files now, not when a worker
         # of that server next starts (one may never start again on this host).

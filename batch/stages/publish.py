@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import shutil
 
+from batch import feedback
 from batch.context import RunContext, code_version, read_json
 from batch.publish import bundle_writer, warehouse_build
 from batch.publish.release import prune_runs
@@ -63,7 +64,8 @@ def run(ctx: RunContext) -> dict[str, object]:
     write_current(ctx.artifacts, run_id)
     log.info("published %s: CURRENT -> %s", final, run_id)
     warehouse_build.rebuild(ctx.artifacts, run_id, ctx.outputs.validate.clean,
-                            ctx.config.publish.attribution_window_minutes)
+                            ctx.config.publish.attribution_window_minutes,
+                            feedback.log_dir(ctx.config.events, ctx.artifacts))
     removed = prune_runs(ctx.artifacts, ctx.config.publish.keep_runs)
     return {"run_id": run_id, "bundle": str(final), "pruned": removed}
 

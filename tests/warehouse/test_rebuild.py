@@ -4,6 +4,7 @@ the served log, the history across pruning, and the per-artifacts pseudonym key.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -91,7 +92,6 @@ def test_rebuild_loads_the_event_log_with_the_configured_window(tmp_path: Path) 
 def test_rollback_rebuilds_with_the_window_the_restored_run_was_published_with(
     tmp_path: Path,
 ) -> None:
-    import json
 
     from batch.publish.release import rollback
     from shared import bundle_layout as layout
@@ -137,3 +137,36 @@ def test_rebuild_recovers_the_spools_of_killed_writers(
     rebuild(art, "run-a", clean(tmp_path))
     with connect_read_only(art) as con:
         assert con.execute("SELECT count(DISTINCT event_id) FROM events").fetchone() == (300,)
+
+
+def test_the_warehouse_reads_the_event_log_the_night_was_configured_with(tmp_path: Path) -> None:
+    """events.path points outside ART: publish (event_log=) and a rollback to that bundle
+    (its manifest's events.path) load that log, not an empty ART/event_log."""
+    from batch.publish.release import rollback
+    from shared import bundle_layout as layout
+    from tests.warehouse.feedback_fixture import event_table
+
+    art = tmp_path / "art"
+    build_bundle(art, "run-a")
+    build_bundle(art, "run-b", seed=1)
+    elsewhere = tmp_path / "feedback-log"
+    folder = elsewhere / "date=2026-01-02"
+    folder.mkdir(parents=True)
+    pq.write_table(event_table([("e1", "click", "u0", "m1", "2026-01-02", "00:10", None),
+                                ("e2", "play", "u0", "m1", "2026-01-02", "00:11", None)]),
+                   folder / "part-1-000001.parquet")  # fmt: skip
+    interactions = clean(tmp_path)
+    rebuild(art, "run-b", interactions, event_log=elsewhere)
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (2,)
+    rebuild(art, "run-b", interactions)  # the default ART/event_log has nothing
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    manifest = run_dir(art, "run-a") / layout.MANIFEST  # not in the checksums
+    data = json.loads(manifest.read_text())
+    data["extra"] = {"config": {"events": {"path": str(elsewhere)}}}
+    manifest.write_text(json.dumps(data))
+    write_current(art, "run-b")
+    rollback(art, "run-a")
+    with connect_read_only(art) as con:
+        assert con.execute("SELECT count(*) FROM events").fetchone() == (2,)
