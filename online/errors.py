@@ -95,8 +95,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(StoreUnavailable)
     def _store(exc: StoreUnavailable) -> tuple[Response, int]:
-        # Only the events endpoint lets it out (the request path serves an empty state):
-        # a retry of the batch is safe, claims are idempotent.
+        # Only the events endpoint's claim lets it out (the request path serves an empty
+        # state, a failed record() is acknowledged): nothing is taken yet, a retry is safe.
         log.warning("real-time store unavailable: %s", exc)
         metrics.ERRORS.labels("http_503").inc()
         return error_response(503, "real-time store unavailable; retry the batch later")

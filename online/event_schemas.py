@@ -80,3 +80,7 @@ class EventsResponse(BaseModel):
     accepted: int = Field(description="events newly taken (logged and recorded)")
     duplicates: int = Field(description="events whose event_id was already taken")
     event_ids: list[str] = Field(description="each event's id, in request order")
+    realtime_applied: bool = Field(
+        description="the accepted events changed the users' real-time state; false when "
+        "realtime is off or the store failed after logging (the events still feed the night)",
+    )

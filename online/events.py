@@ -5,12 +5,13 @@ client never has to work out which part of a batch was taken. Each accepted even
 claimed in the real-time store (idempotency within `events_dedup_seconds`; a repeated
 `event_id`, in an earlier batch or earlier in the same one, is acknowledged as a duplicate
 and not logged again), appended to the event log (ART/event_log) and folded into the
-store. Without a store (`realtime=off`) dedup is a per-worker memory: best effort only.
+store (`realtime_applied` in the answer says whether that last step worked). Without a store (`realtime=off`) dedup is a per-worker memory: best effort only.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 import uuid
 from typing import Any
@@ -21,12 +22,13 @@ from online import metrics
 from online.api import _parse as _parse_json
 from online.errors import indexed_field
 from online.event_schemas import EventsRequest
-from online.realtime import MemoryStore, RealtimeStore
+from online.realtime import MemoryStore, RealtimeStore, StoreUnavailable
 from online.service import get_service
 from shared.errors import ApiError
 from shared.events import FeedbackEvent
 
 bp = Blueprint("events", __name__, url_prefix="/v1")
+log = logging.getLogger(__name__)
 
 _LOCAL_DEDUP = "recsys.events_dedup"
 
@@ -104,11 +106,12 @@ def post_events() -> tuple[dict[str, Any], int]:
     accepted = [ev for i, ev in enumerate(events)
                 if ev.event_id in fresh and first[ev.event_id] == i]  # fmt: skip
 
+    realtime_applied = service.realtime is not None
     if accepted:
         if service.event_log is not None:
             service.event_log.log_events(accepted)
         if service.realtime is not None:
-            service.realtime.record(accepted)
+            realtime_applied = _record(service.realtime, accepted)
     counts: dict[tuple[str, str], int] = {}
     taken = {id(ev) for ev in accepted}
     for ev in events:
@@ -120,4 +123,22 @@ def post_events() -> tuple[dict[str, Any], int]:
         "accepted": len(accepted),
         "duplicates": len(events) - len(accepted),
         "event_ids": [ev.event_id for ev in events],
+        "realtime_applied": realtime_applied,
     }, 202
+
+
+def _record(store: RealtimeStore, accepted: list[FeedbackEvent]) -> bool:
+    """Fold accepted events into the real-time state; False when the store fails.
+
+    By now the ids are claimed and the events are in the log's buffer: a 503 would make
+    the client's retry a duplicate that reaches neither the state nor the log twice, so
+    the batch is acknowledged (it is durable and feeds the night) with
+    realtime_applied=false, counted in recsys_realtime_errors_total{op="record"}."""
+    try:
+        store.record(accepted)
+    except StoreUnavailable as exc:
+        metrics.REALTIME_ERRORS.labels(type(store).__name__, "record").inc()
+        log.warning("real-time store failed after the batch was logged; acknowledged "
+                    "without real-time update: %s", exc)  # fmt: skip
+        return False
+    return True

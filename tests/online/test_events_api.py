@@ -194,3 +194,27 @@ def test_a_store_that_is_down_answers_503_naming_the_retry(tmp_path: Path) -> No
                         "field": None}  # fmt: skip
     finally:
         app.extensions["recsys"].close()
+
+
+def test_a_store_failing_after_the_claim_acknowledges_the_logged_batch(
+    events_app: Flask, ev_client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ids are claimed and the events buffered for the log when record() fails: a 503
+    would turn the client's retry into a duplicate that reaches nothing. The batch is
+    acknowledged with realtime_applied false, counted in the metric, and logged once."""
+    from online.realtime import StoreUnavailable
+
+    store = events_app.extensions["recsys"].realtime
+
+    def failing_record(events: object) -> None:
+        raise StoreUnavailable("sqlite record failed: disk I/O error")
+
+    monkeypatch.setattr(store, "record", failing_record)
+    status, body = post(ev_client, [ev(0), ev(1)])
+    assert (status, body["accepted"], body["realtime_applied"]) == (202, 2, False)
+    metrics_text = ev_client.get("/metrics").get_data(as_text=True)
+    assert 'recsys_realtime_errors_total{op="record",store="SqliteStore"}' in metrics_text
+    monkeypatch.undo()
+    status, body = post(ev_client, [ev(0), ev(2)])  # a retry: e0 is a duplicate
+    assert (status, body["accepted"], body["duplicates"], body["realtime_applied"]) == (202, 1, 1, True)
+    assert sorted(r["event_id"] for r in logged(events_app)) == ["e0", "e1", "e2"]
