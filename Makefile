@@ -46,9 +46,9 @@ lint: setup
 	$(BIN)/ruff check shared batch online dags tests bench
 	$(BIN)/mypy shared online
 
-# Everything, as CI runs it: Spark, the pipeline, gunicorn, `airflow dags test` (~11 min).
+# Everything, as CI runs it: Spark, the pipeline, gunicorn, `airflow dags test` (~16 min).
 test: setup lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 # The inner loop: lint, type-check and every test that starts neither Spark nor a server
 # (markers `spark` and `e2e`, see pyproject.toml; tests/conftest.py marks any test using
