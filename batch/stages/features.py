@@ -178,6 +178,7 @@ def _with_explicit_negatives(ctx: RunContext, spark: SparkSession, labelled: Dat
     (no source proposed it: the features see it as such). A pair that is a label (the user
     engaged with it in the label window) stays a positive. ranker.impression_negatives
     off: every row explicit=False, the sample as before."""
+    labelled = labelled.withColumn("candidate", F.lit(True))
     if not ctx.config.ranker.impression_negatives:
         return labelled.withColumn("explicit", F.lit(False))
     explicit = (
@@ -187,8 +188,33 @@ def _with_explicit_negatives(ctx: RunContext, spark: SparkSession, labelled: Dat
     marked = labelled.join(explicit.withColumn("explicit", F.lit(True)), ["user_idx", "item_idx"], "left") \
         .fillna(False, subset=["explicit"])
     extra = explicit.join(labelled.select("user_idx", "item_idx"), ["user_idx", "item_idx"], "left_anti") \
-        .withColumn("label", F.lit(0)).withColumn("explicit", F.lit(True))
+        .withColumn("label", F.lit(0)).withColumn("explicit", F.lit(True)) \
+        .withColumn("candidate", F.lit(False))
     return marked.unionByName(extra, allowMissingColumns=True)
+
+
+def sample_rows(labelled: DataFrame, seed: int, max_negatives: int, max_explicit: int) -> DataFrame:
+    """The training rows of labelled candidates (columns user_idx, item_idx, label,
+    explicit, candidate: False for an explicit negative no source proposed).
+
+    Negatives are the user's own candidates (what the ranker must tell apart), a seeded
+    random `max_negatives` of them, drawn exactly as with impression negatives off;
+    positives are all kept. Explicit negatives (shown and ignored, or disliked) are added
+    on top, up to `max_explicit` a user: they never displace a sampled candidate, so the
+    sample with them is a superset of the sample without them."""
+    is_candidate = F.col("candidate")
+    by_hash = F.xxhash64("user_idx", "item_idx", F.lit(seed))
+    candidate_order = Window.partitionBy("user_idx", "candidate").orderBy(by_hash)
+    explicit_order = Window.partitionBy("user_idx", "explicit").orderBy(by_hash)
+    return (
+        labelled
+        .withColumn("r", F.row_number().over(candidate_order))
+        .withColumn("r_explicit", F.row_number().over(explicit_order))
+        .where((F.col("label") == 1)
+               | (is_candidate & (F.col("r") <= max_negatives))
+               | (F.col("explicit") & (F.col("r_explicit") <= max_explicit)))
+        .drop("r", "r_explicit")
+    )
 
 
 def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
@@ -209,20 +235,8 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         .withColumn("is_val", (F.abs(F.col("h")) % 1000) < int(cfg.val_share * 1000))
         .drop("h").join(n_rel, "user_idx")
     )
-    # Negatives are the user's own candidates (what the ranker must tell apart), a seeded
-    # random subset of them; positives are all kept.
-    # Explicit negatives (what the user was shown and ignored, or disliked) are counted
-    # apart: up to impression_negatives_per_user of them, on top of the sampled ones.
-    neg_order = Window.partitionBy("user_idx", "explicit").orderBy(
-        F.xxhash64("user_idx", "item_idx", F.lit(cfg.seed)))
-    cap = F.when(F.col("explicit"), F.lit(cfg.impression_negatives_per_user)) \
-        .otherwise(F.lit(cfg.max_negatives_per_user))
-    sample = (
-        labelled.join(users, "user_idx")
-        .withColumn("r", F.row_number().over(neg_order))
-        .where((F.col("label") == 1) | (F.col("r") <= cap))
-        .drop("r")
-    )
+    sample = sample_rows(labelled.join(users, "user_idx"), cfg.seed, cfg.max_negatives_per_user,
+                         cfg.impression_negatives_per_user)
     path = features.scratch("sample")
     sample.orderBy("user_idx", "item_idx").coalesce(1).write.mode("overwrite").parquet(str(path))
     pdf = pq.read_table(path).to_pandas().sort_values(["user_idx", "item_idx"], ignore_index=True)
@@ -239,7 +253,7 @@ def training_sample(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     )
     return {"rows": len(pdf), "positives": int(pdf["label"].sum()),
             "explicit_negatives": int(pdf["explicit"].sum()),
-            "explicit_negatives_outside_candidates": int((pdf["explicit"] & pdf["fused_score"].isna()).sum()),
+            "explicit_negatives_outside_candidates": int((pdf["explicit"] & ~pdf["candidate"]).sum()),
             "users": int(pdf["user_idx"].nunique()), "val_users": int(pdf.loc[pdf.is_val, "user_idx"].nunique())}
 
 

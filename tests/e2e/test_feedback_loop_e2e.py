@@ -101,7 +101,8 @@ def test_events_change_the_next_answer_tonight_and_tomorrow(
     off = PipelineRunner(off_ctx, spark=spark).run_stage("features")["sample"]
     assert off["explicit_negatives"] == 0  # type: ignore[index]
     assert (off["users"], off["positives"]) == (sample["users"], sample["positives"])  # type: ignore[index]
-    assert sample["rows"] - explicit_on <= off["rows"]  # type: ignore[index,operator]
+    # They are added on top of the sampled candidates, never in place of one.
+    assert off["rows"] <= sample["rows"] <= off["rows"] + explicit_on  # type: ignore[index,operator]
     # Dislikes leave the disliker's published list, and only theirs.
     recs = pq.read_table(current_bundle(artifacts) / layout.RECOMMENDATIONS).to_pandas()
     lists = recs.groupby("user_id")["item_id"].agg(set)

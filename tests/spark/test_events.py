@@ -141,3 +141,37 @@ def test_a_user_first_seen_in_the_event_log_gets_an_id_in_the_bundle_maps(spark,
     assert set(users) == {"u1", "u2", "u3"} and users["u3"][1] is None
     numbered = {r["user_idx"] for r in pq.read_table(out.interactions, columns=["user_idx"]).to_pylist()}
     assert numbered <= {idx for idx, _ in users.values()}
+
+
+def test_explicit_negatives_are_added_on_top_of_the_sampled_candidates(spark) -> None:
+    """A user with 12 candidates (1 positive), 8 of them ignored impressions, and 3 ignored
+    items no source proposed. The sample with impression negatives holds every row of the
+    sample without them (they never displace a sampled candidate), plus at most the
+    explicit cap; the user with nothing ignored gets the same rows either way."""
+    from batch.stages.features import sample_rows
+
+    def rows(explicit_on: bool) -> list[tuple[int, int, int, bool, bool]]:
+        out = []
+        for item in range(12):  # user 0's candidates; item 0 is the positive
+            out.append((0, item, int(item == 0), explicit_on and 1 <= item <= 8, True))
+        if explicit_on:
+            out += [(0, item, 0, True, False) for item in (100, 101, 102)]
+        out += [(1, item, int(item == 0), False, True) for item in range(12)]
+        return out
+
+    columns = ["user_idx", "item_idx", "label", "explicit", "candidate"]
+
+    def sample(explicit_on: bool) -> set[tuple[int, int]]:
+        frame = spark.createDataFrame(rows(explicit_on), columns)
+        kept = sample_rows(frame, seed=7, max_negatives=4, max_explicit=5).collect()
+        return {(r["user_idx"], r["item_idx"]) for r in kept}
+
+    off, on = sample(False), sample(True)
+    assert {(0, 0), (1, 0)} <= off  # positives are always kept
+    assert 4 <= sum(1 for u, _ in off if u == 0) <= 5  # 4 sampled, the positive maybe apart
+    assert off <= on  # nothing sampled without them is lost with them
+    ignored = {(0, i) for i in [*range(1, 9), 100, 101, 102]}
+    assert on - off <= ignored and on - off  # what they add is ignored items only
+    assert 5 <= len(on & ignored) <= 5 + 4  # the explicit cap, plus any sampled anyway
+    assert {(0, 100), (0, 101), (0, 102)} & on  # some come from outside the candidates
+    assert {r for r in on if r[0] == 1} == {r for r in off if r[0] == 1}
