@@ -76,6 +76,12 @@ class ValidateOutputs(StageOutputs):
         return self.root / "feedback.parquet"
 
     @property
+    def valid_events(self) -> Path:
+        """Stage-private: the event log's valid rows, written once so the splits below
+        (interactions, feedback, counts) do not each re-read and re-validate the log."""
+        return self.root / "_valid_events.parquet"
+
+    @property
     def items(self) -> Path:
         return self.root / "items.parquet"
 

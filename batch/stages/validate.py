@@ -77,10 +77,13 @@ def _events(ctx: RunContext, spark: SparkSession, items: DataFrame | None) -> _E
     raw = events.read_events(spark, files, weights)
     result = validation.validate(raw, ctx.run_end_epoch, ctx.config.validation, items)
     is_feedback = F.col("event_type").isin(*sorted(weights.feedback)) if weights.feedback else F.lit(False)
+    # One validation pass for the valid rows: every split and count below reads this file.
+    write(result.clean, ctx.outputs.validate.valid_events, 4)
+    valid = read(spark, ctx.outputs.validate.valid_events)
     return _Events(
         [str(f.relative_to(files[0].parent.parent)) for f in files], raw,
-        result.clean.where(~is_feedback),
-        result.clean.where(is_feedback).select("user_id", "item_id", "ts", "event_type"),
+        valid.where(~is_feedback),
+        valid.where(is_feedback).select("user_id", "item_id", "ts", "event_type"),
         result.quarantine,
     )
 
