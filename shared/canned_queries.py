@@ -8,6 +8,9 @@ Each file starts with a header of `--` comments:
     -- param: start | required | first day (YYYY-MM-DD), inclusive
     -- param: limit | 10 | rows to return
 
+A body line `--@include NAME` is replaced by `shared/queries/fragments/NAME.sql` (a block
+several queries share, e.g. the outcome rates); `CannedQuery.sql` is the expanded text.
+
 A param's middle field is its default: `required`, `null` (the query handles NULL, e.g. "the
 data's max date"), or a literal. Values reach DuckDB as prepared parameters (`$start`), never
 by string formatting, and the SQL casts them (`CAST($start AS DATE)`).
@@ -15,6 +18,7 @@ by string formatting, and the SQL casts them (`CAST($start AS DATE)`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -58,6 +62,20 @@ class CannedQuery:
         return values
 
 
+_INCLUDE = re.compile(r"^\s*--@include\s+(\w+)\s*$", re.MULTILINE)
+
+
+def _expand(text: str) -> str:
+    def fragment(match: re.Match[str]) -> str:
+        entry = resources.files("shared.queries.fragments") / f"{match.group(1)}.sql"
+        if not entry.is_file():
+            raise RecsysError(f"--@include {match.group(1)}: no shared/queries/fragments/"
+                              f"{match.group(1)}.sql")  # fmt: skip
+        return entry.read_text().rstrip("\n")
+
+    return _INCLUDE.sub(fragment, text)
+
+
 def parse(text: str) -> CannedQuery:
     header: dict[str, str] = {}
     params: list[Param] = []
@@ -87,7 +105,7 @@ def parse(text: str) -> CannedQuery:
         version=int(header["version"]),
         description=header["description"],
         params=tuple(params),
-        sql=text,
+        sql=_expand(text),
     )
 
 

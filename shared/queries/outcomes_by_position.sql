@@ -4,13 +4,7 @@
 -- param: impressed_only | false | true: count only exposures a client reported as seen (impression events)
 SELECT
     position,
-    count(*) AS exposures,
-    count(*) FILTER (WHERE clicked) AS clicked,
-    count(*) FILTER (WHERE played) AS played,
-    count(*) FILTER (WHERE completed) AS completed,
-    count(*) FILTER (WHERE disliked) AS disliked,
-    round(count(*) FILTER (WHERE clicked) / count(*), 4) AS ctr,
-    round(count(*) FILTER (WHERE played) / count(*), 4) AS play_rate
+    --@include outcome_rates
 FROM analyst.exposures
 WHERE impressed OR NOT CAST($impressed_only AS BOOLEAN)
 GROUP BY position

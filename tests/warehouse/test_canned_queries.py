@@ -42,6 +42,19 @@ def test_every_query_file_has_a_valid_header() -> None:
             assert f"${p.name}" in q.sql, (q.name, p.name)
 
 
+def test_shared_fragments_are_expanded_into_every_query_that_includes_them() -> None:
+    queries = canned_queries.load_all()
+    outcome_queries = [q for name, q in queries.items() if name.startswith("outcomes_by_")]
+    assert len(outcome_queries) == 5
+    for q in queries.values():
+        assert "--@include" not in q.sql, q.name
+    for q in outcome_queries:
+        assert "round(count(*) FILTER (WHERE played) / count(*), 4) AS play_rate" in q.sql
+    with pytest.raises(RecsysError, match="no shared/queries/fragments/nope.sql"):
+        canned_queries.parse("-- name: x\n-- version: 1\n-- description: y\nSELECT\n"
+                             "    --@include nope\nFROM t")  # fmt: skip
+
+
 def test_top_titles(warehouse_art: Path) -> None:
     rows = run(warehouse_art, "top_titles", start="2026-01-05", end="2026-01-12")
     assert [(r[0], r[2], r[3]) for r in rows] == [("m2", 4, 3), ("m1", 3, 2), ("m3", 2, 2),
