@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,41 +36,16 @@ sys.path.insert(0, str(ROOT))
 
 from shared.events import event_log_dir  # noqa: E402
 from shared.parquet_log import part_files, recover_orphans  # noqa: E402
+from shared.service_process import free_port, start_service  # noqa: E402
 
-RECSYS = Path(sys.executable).with_name("recsys")
 TYPES = ("impression", "click", "play", "complete")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(artifacts: Path, port: int, workers: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["PYTHONPATH"] = str(ROOT)
-    cmd = [str(RECSYS), "serve", "--artifacts", str(artifacts), "--port", str(port),
-           "--workers", str(workers), "--log-level", "WARNING"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env,
-                            cwd=ROOT)  # fmt: skip
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {log}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                conn.close()
-                time.sleep(1.0)  # both workers up
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("server not up in 90 s")
+    proc = start_service(artifacts, log, port=port, workers=workers, env={"PYTHONPATH": str(ROOT)},
+                         cwd=ROOT, ready_path="/healthz", args=["--log-level", "WARNING"]).proc  # fmt: skip
+    time.sleep(1.0)  # both workers up
+    return proc
 
 
 def body(client: int, seq: int, batch: int, now_ms: int) -> tuple[bytes, list[str]]:

@@ -49,7 +49,9 @@ from load_report import (
     stage_table,
     worker_memory,
 )
-from loadgen import free_port, open_loop, run_wrk, start_server, warm_up
+from loadgen import open_loop, run_wrk, start_server, warm_up
+
+from shared.service_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 REALTIME_LABELS = ("realtime off", "realtime sqlite")

@@ -10,28 +10,19 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing as mp
-import os
 import re
-import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from load_report import get
+
+from shared.service_process import start_service
 
 HOST = "127.0.0.1"  # loopback only, by design
-RECSYS = Path(sys.executable).with_name("recsys")
 JSON = {"Content-Type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(
@@ -43,37 +34,14 @@ def start_server(
     reload_poll_seconds: float = 1.0,
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`recsys serve` on artifacts; with `code`, that checkout's packages instead of ours
-    (PYTHONPATH is inherited by the gunicorn workers, so they import that code too)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["RECSYS_RELOAD_POLL_SECONDS"] = f"{reload_poll_seconds:g}"
+    """`recsys serve` on artifacts, once /readyz answers; with `code`, that checkout's
+    packages instead of ours (PYTHONPATH is inherited by the gunicorn workers, and gunicorn
+    puts its working directory first on their sys.path: it runs from that root)."""
     root = code or Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = str(root)
-    env.update(extra_env or {})
-    cmd = [str(RECSYS), "serve", "--artifacts", str(artifacts), "--port", str(port),
-           "--workers", str(workers), "--log-level", "WARNING"]  # fmt: skip
-    # gunicorn puts its working directory first on the workers' sys.path: run it from root.
-    proc = subprocess.Popen(
-        cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=root
-    )
-    return wait_ready(proc, port, log)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path) -> subprocess.Popen[bytes]:
-    """Wait until the server answers /readyz (its bundle loaded); give up after 120 s."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {log}")
-        try:
-            if get(port, "/readyz")[0] == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("server not ready in 120 s")
+    env = {"RECSYS_RELOAD_POLL_SECONDS": f"{reload_poll_seconds:g}", "PYTHONPATH": str(root),
+           **(extra_env or {})}  # fmt: skip
+    return start_service(artifacts, log, port=port, workers=workers, env=env, cwd=root,
+                         args=["--log-level", "WARNING"]).proc  # fmt: skip
 
 
 def warm_up(port: int, bodies: list[bytes]) -> None:

@@ -35,8 +35,10 @@ from typing import Any
 
 import numpy as np
 from load_test import ROOT, bench_artifacts, known_users
-from loadgen import HOST, RECSYS, wait_ready
-from loadgen import free_port as _free_port
+from loadgen import HOST
+
+from shared.service_process import free_port as _free_port
+from shared.service_process import start_service
 
 TIMEOUT = 10.0  # a normal request unanswered this long is an error
 
@@ -105,15 +107,10 @@ def open_loop(port: int, bodies: list[bytes], rate: float, duration: float,
 
 
 def start_server(artifacts: Path, port: int, log: Path, stock: bool) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["RECSYS_RELOAD_POLL_SECONDS"] = "0"
+    env = {"RECSYS_RELOAD_POLL_SECONDS": "0"}
     if stock:
         env["GUNICORN_CMD_ARGS"] = "--worker-class gthread"
-    cmd = [str(RECSYS), "serve", "--artifacts", str(artifacts), "--port", str(port),
-           "--workers", "2", "--log-level", "ERROR"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    return wait_ready(proc, port, log)
+    return start_service(artifacts, log, port=port, env=env, args=["--log-level", "ERROR"]).proc
 
 
 class Attacker:

@@ -25,7 +25,9 @@ from typing import Any
 from bundle_clone import Republisher, scratch_artifacts
 from load_report import get, worker_memory
 from load_test import ROOT, _reloads, _uptime, bench_artifacts, request_bodies
-from loadgen import Periodic, free_port, open_loop, start_server, summarize, warm_up
+from loadgen import Periodic, open_loop, start_server, summarize, warm_up
+
+from shared.service_process import free_port
 
 
 class MemorySampler(Periodic):

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from batch.simulate.client import ServiceClient
+from shared.service_process import recsys_command, running_service
 
 
 def recsys_argv() -> list[str]:
     """`recsys` of this interpreter's environment (the one the simulator runs in)."""
-    return [sys.executable, "-c", "from shared.cli import main; main()"]
+    return recsys_command()
 
 
 def run_nightly(data: Path, artifacts: Path, run_date: dt.date, config: Path | None,
@@ -41,27 +39,10 @@ def run_nightly(data: Path, artifacts: Path, run_date: dt.date, config: Path | N
 def service(artifacts: Path, port: int, log_file: Path, popular_only: bool = False,
             workers: int = 2) -> Iterator[ServiceClient]:  # fmt: skip
     """A real gunicorn server on the artifacts, stopped with SIGTERM on exit: a clean stop
-    writes every buffered served-request and event record to the logs before the night."""
-    # The simulator's own settings only: a RECSYS_* variable of the calling shell must not
-    # change the world being measured.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("RECSYS_") and k != "PROMETHEUS_MULTIPROC_DIR"}  # fmt: skip
-    env |= {
-        "RECSYS_POPULAR_ONLY": "true" if popular_only else "false",
-        "RECSYS_RELOAD_POLL_SECONDS": "0",
-    }
-    argv = [*recsys_argv(), "serve", "--artifacts", str(artifacts), "--port", str(port),
-            "--workers", str(workers)]  # fmt: skip
-    with log_file.open("a") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    client = ServiceClient(f"http://127.0.0.1:{port}")
-    try:
-        client.wait_ready()
-        yield client
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    writes every buffered served-request and event record to the logs before the night.
+    Only the simulator's own settings reach it (shared.service_process cleans RECSYS_*)."""
+    env = {"RECSYS_POPULAR_ONLY": "true" if popular_only else "false",
+           "RECSYS_RELOAD_POLL_SECONDS": "0"}  # fmt: skip
+    with running_service(artifacts, log_file, port=port, workers=workers, env=env,
+                         append_log=True) as running:  # fmt: skip
+        yield ServiceClient(running.base_url)

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,6 +18,7 @@ import requests
 from shared import bundle_layout as layout
 from shared.bundle import current_bundle, run_dir, write_current
 from shared.request_log import log_dir, part_files
+from shared.service_process import running_service
 from tests.e2e.conftest import publish_clone
 from tests.online.bundle_factory import corrupt
 
@@ -31,13 +27,6 @@ from tests.online.bundle_factory import corrupt
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
 TOKEN = "e2e-token"
-RECSYS = Path(sys.executable).with_name("recsys")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -47,51 +36,12 @@ def running_server(
 ) -> Iterator[str]:
     """`recsys serve` (2 gunicorn workers) on a free loopback port until the block ends,
     yielded once `ready_path` answers 200 (/healthz for a server that never gets a bundle)."""
-    port = _free_port()
-    log = log_path.open("w+")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    env["RECSYS_REQUEST_LOG_ROTATE_SECONDS"] = "2"
-    env.update(env_overrides)
-    proc = subprocess.Popen(
-        [
-            str(RECSYS),
-            "serve",
-            "--artifacts",
-            str(artifacts),
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            *(["--admin-token", admin_token] if admin_token is not None else []),
-            "--reload-poll-seconds",
-            str(reload_poll_seconds),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            try:
-                if requests.get(f"{base}{ready_path}", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"server did not become ready:\n{log.read()[-4000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)  # `recsys serve` exec'd gunicorn: this is the master
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    args = [*(["--admin-token", admin_token] if admin_token is not None else []),
+            "--reload-poll-seconds", str(reload_poll_seconds)]  # fmt: skip
+    env = {"RECSYS_REQUEST_LOG_ROTATE_SECONDS": "2", **env_overrides}
+    with running_service(artifacts, log_path, args=args, env=env, ready_path=ready_path,
+                         ready_timeout_s=90, stop_timeout_s=30) as service:  # fmt: skip
+        yield service.base_url
 
 
 @pytest.fixture(scope="module")
