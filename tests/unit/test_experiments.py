@@ -258,3 +258,21 @@ def test_cli_validate_set_show_assign(tmp_path: Path) -> None:
     assert json.loads(done.stdout)[0] == {"experiment": "ranker", "arm": arm,
                                           "treatment": {} if arm == "control"
                                           else {"scorer": "none"}}  # fmt: skip
+
+
+def test_another_module_can_add_a_subcommand_to_the_group() -> None:
+    """The hook a later `recsys experiment report` uses: experiment_app, before main()."""
+    code = (
+        "import sys\n"
+        "from shared.experiments_cli import experiment_app\n"
+        "@experiment_app.command('report')\n"
+        "def report() -> None:\n"
+        "    print('report ran')\n"
+        "from shared.cli import main\n"
+        "sys.argv = ['recsys', 'experiment', 'report']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "report ran"
