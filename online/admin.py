@@ -1,4 +1,5 @@
-"""POST /admin/reload: load CURRENT now instead of waiting for the poll.
+"""POST /admin/reload: load CURRENT now instead of waiting for the poll; and the admin
+token check other admin-only features share (a forced experiment arm, online/api.py).
 
 The token is compared in constant time. Without a configured token the endpoint is closed
 (403), so a forgotten setting never leaves it open. Wrong tokens are rate limited per client
@@ -36,7 +37,10 @@ def limiter() -> FailureLimiter:
     return found
 
 
-def _check_token() -> None:
+def _check_token(for_header: str | None = None) -> None:
+    """The admin token, or an error. for_header: a request header that is honoured only with
+    the token (X-Recsys-Arm); a missing or wrong token then answers 403 naming that header,
+    as the caller asked for something it may not have, not for an admin endpoint."""
     client = request.remote_addr or "unknown"
     wait = limiter().retry_after(client)
     if wait > 0:
@@ -46,12 +50,23 @@ def _check_token() -> None:
     given = request.headers.get(TOKEN_HEADER)
     if given is None:
         metrics.ADMIN_AUTH.labels("missing").inc()
+        if for_header is not None:
+            raise ApiError(403, f"{for_header} is honoured only with a valid {TOKEN_HEADER}",
+                           for_header)  # fmt: skip
         raise ApiError(401, f"missing {TOKEN_HEADER} header", TOKEN_HEADER)
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         limiter().failed(client)
         metrics.ADMIN_AUTH.labels("invalid").inc()
+        if for_header is not None:
+            raise ApiError(403, f"{for_header} is honoured only with a valid {TOKEN_HEADER}",
+                           for_header)  # fmt: skip
         raise ApiError(403, "invalid admin token", TOKEN_HEADER)
     metrics.ADMIN_AUTH.labels("accepted").inc()
+
+
+def require_token_for(header: str) -> None:
+    """403 naming `header` unless the request carries the admin token (see _check_token)."""
+    _check_token(for_header=header)
 
 
 @bp.post("/reload")

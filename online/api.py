@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any, TypeVar
 
 from flask import Blueprint, g, request
@@ -15,6 +16,8 @@ from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from online import metrics
+from online.admin import require_token_for
+from online.bundle_loader import LoadedBundle
 from online.errors import Loc, dotted_field, validation_error
 from online.realtime import EMPTY, StoreUnavailable, UserState
 from online.recommend import Answer, Query
@@ -24,7 +27,8 @@ from online.schemas import (
     SimilarQuery,
 )
 from online.service import get_service, require_bundle, took_ms
-from shared.errors import ApiError
+from shared.errors import ApiError, ExperimentsError
+from shared.experiments import Assignment, Treatment, merged_treatment
 from shared.request_log import ServedRequest
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -38,6 +42,9 @@ _store_logged_at = float("-inf")
 
 
 M = TypeVar("M", bound=BaseModel)
+
+# QA's forced arm: `X-Recsys-Arm: experiment=arm[, experiment=arm]`, with the admin token.
+ARM_HEADER = "X-Recsys-Arm"
 
 
 def _require_json() -> None:
@@ -99,7 +106,61 @@ def _single_valued_args() -> dict[str, str]:
     return request.args.to_dict()
 
 
-def _answer(user_id: str, answer: Answer, bundle: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Arms:
+    """A request's experiment arms, their merged treatment and the bundle it is served by."""
+
+    assignments: list[Assignment]
+    treatment: Treatment
+    bundle: LoadedBundle
+
+
+def _forced_arms() -> dict[str, str] | None:
+    """The arms the X-Recsys-Arm header forces (None: no header); 403 naming the header
+    without the admin token, 422 when it is not `experiment=arm[, ...]`."""
+    raw = request.headers.get(ARM_HEADER)
+    if raw is None:
+        return None
+    require_token_for(ARM_HEADER)
+    forced: dict[str, str] = {}
+    for part in raw.split(","):
+        name, sep, arm = (p.strip() for p in part.partition("="))
+        if not sep or not name or not arm:
+            raise ApiError(422, f"{ARM_HEADER} wants experiment=arm[, experiment=arm], got "
+                           f"{raw!r}", ARM_HEADER)  # fmt: skip
+        if name in forced:
+            raise ApiError(422, f"{ARM_HEADER} names experiment {name!r} twice", ARM_HEADER)
+        forced[name] = arm
+    return forced
+
+
+def _arms(unit: str) -> _Arms:
+    """The unit's arms under the served experiments file (forced ones first), and the
+    bundle to answer with: the arm's bundle when its treatment names one (held by the
+    experiment store since the file was accepted), else CURRENT's."""
+    forced = _forced_arms()
+    experiments = get_service().experiments
+    assignments: list[Assignment] = []
+    held: dict[str, LoadedBundle] = {}
+    if experiments is not None:
+        try:
+            assignments, snapshot = experiments.assign(unit, forced)
+        except ExperimentsError as exc:
+            raise ApiError(422, str(exc), ARM_HEADER) from None
+        held = dict(snapshot.bundles)
+    elif forced:
+        raise ApiError(422, "no experiment runs on this server", ARM_HEADER)
+    treatment = merged_treatment(assignments)
+    bundle: LoadedBundle | None = None
+    if treatment.bundle is not None:
+        bundle = held.get(treatment.bundle)
+        if bundle is None:  # cannot happen for an accepted file; counted if it ever does
+            metrics.EXPERIMENT_UNAPPLIED.labels("bundle").inc()
+    return _Arms(assignments, treatment, bundle or require_bundle())
+
+
+def _answer(user_id: str, answer: Answer, bundle: str, arms: _Arms) -> dict[str, Any]:
+    first = arms.assignments[0] if arms.assignments else None
     return {
         "user_id": user_id,
         "items": answer.items,
@@ -107,10 +168,15 @@ def _answer(user_id: str, answer: Answer, bundle: str) -> dict[str, Any]:
         "served_by": answer.served_by,
         "scorer": answer.scorer,
         "fallback_reason": answer.fallback_reason,
+        "experiment": first.experiment if first else None,
+        "arm": first.arm if first else None,
+        "experiments": [{"experiment": a.experiment, "arm": a.arm} for a in arms.assignments],
     }
 
 
-def _log_served(user_id: str, answer: Answer, bundle: str, took: float, endpoint: str) -> str:
+def _log_served(
+    user_id: str, answer: Answer, bundle: str, took: float, endpoint: str, arms: _Arms
+) -> str:
     """Hand the answer to the request log (a buffer append; files are written off-thread)."""
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     writer = get_service().request_log
@@ -129,6 +195,7 @@ def _log_served(user_id: str, answer: Answer, bundle: str, took: float, endpoint
                 items=shown,
                 latency_ms=took,
                 endpoint=endpoint,
+                assignments=tuple((a.experiment, a.arm) for a in arms.assignments),
             )
         )
     return request_id
@@ -156,9 +223,12 @@ def _user_state(user_id: str) -> UserState:
     return state
 
 
-def _query(body: RecommendationRequest | RerankRequest, exclude: list[str]) -> Query:
+def _query(
+    body: RecommendationRequest | RerankRequest, exclude: list[str], treatment: Treatment
+) -> Query:
     recent = list(body.context.recent_item_ids)
-    state = _user_state(body.user_id)
+    # An arm with realtime_recents=false is served as if the real-time store were off.
+    state = EMPTY if treatment.realtime_recents is False else _user_state(body.user_id)
     if state is not EMPTY:
         # The request's own recent items win; else what the events say it just did. The
         # scored-candidate cache keys on the recent items, so a new event changes the key.
@@ -173,33 +243,39 @@ def _query(body: RecommendationRequest | RerankRequest, exclude: list[str]) -> Q
         recent_item_ids=recent,
         device=body.context.device,
         exclude_item_ids=exclude,
+        scorer=treatment.scorer,
+        ann_k=treatment.ann_k,
+        diversity=treatment.diversity is not False,
     )
 
 
-def _respond(user_id: str, answer: Answer, bundle: str, endpoint: str) -> dict[str, Any]:
+def _respond(
+    user_id: str, answer: Answer, arms: _Arms, endpoint: str
+) -> dict[str, Any]:
     """The answer as JSON, after handing it to the served-request log."""
     took = took_ms()
-    request_id = _log_served(user_id, answer, bundle, took, endpoint)
-    return _answer(user_id, answer, bundle) | {"took_ms": took, "request_id": request_id}
+    bundle = arms.bundle.run_id
+    request_id = _log_served(user_id, answer, bundle, took, endpoint, arms)
+    return _answer(user_id, answer, bundle, arms) | {"took_ms": took, "request_id": request_id}
 
 
 @bp.post("/recommendations")
 def recommendations() -> dict[str, Any]:
     body = _parse(RecommendationRequest)
-    bundle = require_bundle()
-    query = _query(body, body.exclude_item_ids)
-    answer = get_service().recommender.recommend(bundle, query, started=g.t0)
-    return _respond(body.user_id, answer, bundle.run_id, "recommend")
+    arms = _arms(body.assignment_id or body.user_id)
+    query = _query(body, body.exclude_item_ids, arms.treatment)
+    answer = get_service().recommender.recommend(arms.bundle, query, started=g.t0)
+    return _respond(body.user_id, answer, arms, "recommend")
 
 
 @bp.post("/rerank")
 def rerank() -> dict[str, Any]:
     body = _parse(RerankRequest)
-    bundle = require_bundle()
+    arms = _arms(body.assignment_id or body.user_id)
     answer = get_service().recommender.rerank(
-        bundle, _query(body, []), body.candidate_item_ids, started=g.t0
+        arms.bundle, _query(body, [], arms.treatment), body.candidate_item_ids, started=g.t0
     )
-    out = _respond(body.user_id, answer, bundle.run_id, "rerank")
+    out = _respond(body.user_id, answer, arms, "rerank")
     return out | {"unknown_item_ids": answer.unknown_item_ids}
 
 

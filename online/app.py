@@ -18,6 +18,7 @@ from flask import Flask, Response, g, request
 from online import admin, api, errors, events, gc_tuning, health, metrics, openapi, ui
 from online.bundle_store import BundleStore
 from online.config import ServiceConfig
+from online.experiments import ExperimentStore
 from online.json_provider import OrjsonProvider
 from online.realtime import open_store
 from online.recommend import Recommender
@@ -68,8 +69,12 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
                               config.request_log)  # fmt: skip
     event_log = _log_writer(EventLogWriter, event_log_dir(config.artifacts), "events", config,
                             config.event_log)  # fmt: skip
-    service = Service(config, BundleStore(config), Recommender(config), request_log,
-                      realtime=open_store(config), event_log=event_log)  # fmt: skip
+    store = BundleStore(config)
+    experiments = ExperimentStore(config, store)
+    store.add_reload_hook(experiments.refresh)  # same cadence as CURRENT (docs/experiments.md)
+    service = Service(config, store, Recommender(config), request_log,
+                      realtime=open_store(config), event_log=event_log,
+                      experiments=experiments)  # fmt: skip
     app.extensions[EXTENSION] = service
 
     for module in (api, events, health, admin, metrics, openapi, ui):

@@ -24,6 +24,7 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,24 @@ class BundleStore:
         # Set while CURRENT names a bundle this worker refused; cleared once it serves what
         # CURRENT names (loaded, or CURRENT pointed back at the served one).
         self.refusal: Refusal | None = None
+        # Run after every reload attempt (start, poll, admin, sibling epoch), outside the
+        # load lock: the experiments file is read on the same cadence as CURRENT.
+        self._hooks: list[Callable[[], None]] = []
+
+    def add_reload_hook(self, hook: Callable[[], None]) -> None:
+        self._hooks.append(hook)
+
+    def _run_hooks(self) -> None:
+        for hook in self._hooks:
+            try:
+                hook()
+            except Exception:  # a hook's failure must not fail the bundle reload
+                log.exception("reload hook failed")
+
+    def load_run(self, run_id: str) -> LoadedBundle:
+        """Verify and load another published run with the same checks as CURRENT's (an
+        experiment arm's bundle); BundleError or any load error when it is unusable."""
+        return self._load(run_dir(self.config.artifacts, run_id))
 
     @property
     def current(self) -> LoadedBundle | None:
@@ -103,7 +122,9 @@ class BundleStore:
     def reload(self, force: bool = False) -> ReloadResult:
         """Load the bundle CURRENT names if it is new; force retries one refused before."""
         with self._load_lock:
-            return self._reload_locked(force)
+            result = self._reload_locked(force)
+        self._run_hooks()
+        return result
 
     def _reload_locked(self, force: bool) -> ReloadResult:
         artifacts = self.config.artifacts

@@ -85,6 +85,23 @@ ADMIN_AUTH = Counter(
     "X-Admin-Token checks by outcome: accepted, missing, invalid, rate_limited",
     ["outcome"],
 )
+# Experiments (online/experiments.py): file reloads (loaded, refused, removed), the served
+# file's version per worker, arms assigned (live SRM watch), arm treatments that could not
+# apply (a scorer the bundle cannot run, an arm bundle not held) and so served the default.
+EXPERIMENT_RELOADS = Counter(
+    "recsys_experiment_reloads_total", "Experiments file reads that changed it", ["result"]
+)
+EXPERIMENTS_VERSION = Gauge(
+    "recsys_experiments_version", "Version of the experiments file served (0: none)",
+    multiprocess_mode="liveall",
+)
+EXPERIMENT_ASSIGNED = Counter(
+    "recsys_experiment_assigned_total", "Requests per experiment arm", ["experiment", "arm"]
+)
+EXPERIMENT_UNAPPLIED = Counter(
+    "recsys_experiment_unapplied_total", "Arm settings served with the default instead",
+    ["setting"],
+)
 BUNDLE_INFO = Gauge(
     "recsys_bundle_info",
     "1 for the bundle (and scorer) each live worker serves",

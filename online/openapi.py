@@ -60,16 +60,35 @@ def build_spec() -> dict[str, Any]:
         "/v1/recommendations": (RecommendationRequest, RecommendationResponse, "Top-k for a user"),
         "/v1/rerank": (RerankRequest, RerankResponse, "Score and order the caller's items"),
     }
+    # A forced experiment arm (docs/experiments.md): QA only, so it needs the admin token;
+    # without it 403 names X-Recsys-Arm, an unknown experiment or arm is 422.
+    arm_headers = [
+        {
+            "name": "X-Recsys-Arm",
+            "in": "header",
+            "required": False,
+            "description": "force arms: experiment=arm[, experiment=arm]; needs X-Admin-Token",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "X-Admin-Token",
+            "in": "header",
+            "required": False,
+            "description": "the admin token; required with X-Recsys-Arm",
+            "schema": {"type": "string"},
+        },
+    ]
     paths: dict[str, Any] = {
         path: {
             "post": {
                 "summary": summary,
+                "parameters": arm_headers,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _ref(req)}},
                 },
                 "responses": {"200": _json(resp, "ranked items")}
-                | _errors(400, 408, 413, 415, 422, 503),
+                | _errors(400, 403, 408, 413, 415, 422, 429, 503),
             }
         }
         for path, (req, resp, summary) in post.items()

@@ -7,6 +7,9 @@ through the same rules.
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,8 +19,13 @@ from online import fallback, metrics, retrieval, rules
 from online.bundle_loader import LoadedBundle
 from online.config import ServiceConfig
 from online.fallback import Budget, Stage, StageCosts
-from online.scoring import ModelError, ScoreInput
+from online.scoring import ModelError, ScoreInput, Scorer, scorer_variant
 from shared.sources import ANN, CALLER, names_of
+
+log = logging.getLogger(__name__)
+
+# An experiment arm's scorer treatment: no re-rank at all, the precomputed list as it is.
+NO_SCORER = "none"
 
 
 @dataclass
@@ -28,6 +36,10 @@ class Query:
     recent_item_ids: list[str] = field(default_factory=list)
     device: str | None = None
     exclude_item_ids: list[str] = field(default_factory=list)
+    # An experiment arm's settings (shared.experiments.Treatment); None / True: the service's.
+    scorer: str | None = None
+    ann_k: int | None = None
+    diversity: bool = True
 
 
 @dataclass
@@ -56,6 +68,35 @@ class Recommender:
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
         self.costs = StageCosts()
+        # Arms' scorers per bundle, built on first use and dropped with their bundle; None
+        # records a scorer the bundle cannot run (served with its own, counted).
+        self._variants: weakref.WeakKeyDictionary[LoadedBundle, dict[str, Scorer | None]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._variants_lock = threading.Lock()
+
+    def scorer_for(self, bundle: LoadedBundle, name: str | None) -> Scorer:
+        """The scorer named by an arm (None: the bundle's own), or the bundle's own when the
+        bundle cannot run that one."""
+        if name is None or name == bundle.scorer.name:
+            return bundle.scorer
+        per_bundle = self._variants.get(bundle)
+        if per_bundle is None or name not in per_bundle:
+            with self._variants_lock:
+                per_bundle = self._variants.setdefault(bundle, {})
+                if name not in per_bundle:
+                    try:
+                        per_bundle[name] = scorer_variant(bundle, name)
+                    except Exception as exc:  # any failure: serve the bundle's own
+                        per_bundle[name] = None
+                        log.error("arm scorer unavailable, serving the bundle's own",
+                                  extra={"run_id": bundle.run_id, "scorer": name,
+                                         "error": str(exc)})  # fmt: skip
+        found = per_bundle[name]
+        if found is None:
+            metrics.EXPERIMENT_UNAPPLIED.labels("scorer").inc()
+            return bundle.scorer
+        return found
 
     def _resolve(self, bundle: LoadedBundle, q: Query) -> _Resolved:
         user_idx = bundle.user_index.get(q.user_id)
@@ -85,6 +126,7 @@ class Recommender:
         items: np.ndarray,
         masks: np.ndarray,
         budget: Budget,
+        scorer: Scorer,
     ) -> np.ndarray | str:
         if not budget.allows("rerank"):
             return "budget_exceeded:rerank"
@@ -92,10 +134,10 @@ class Recommender:
         inputs = ScoreInput(r.user_idx, r.vector, r.recent, r.region, q.device, items, masks)
         with Stage(self.costs, "rerank"):
             try:
-                scores = bundle.scorer.score(inputs)
+                scores = scorer.score(inputs)
             except ModelError:
                 return "model_error"
-        metrics.SCORED.labels(bundle.scorer.name).inc()
+        metrics.SCORED.labels(scorer.name).inc()
         return np.asarray(scores, dtype=np.float32)
 
     def _budget(self, started: float | None) -> Budget:
@@ -113,9 +155,15 @@ class Recommender:
         reasons: list[str] = []
         outcome: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         scored_cache = bundle.caches.scored
-        key = (r.user_idx, r.recent.tobytes(), r.region, q.device)
+        scorer = None if q.scorer == NO_SCORER else self.scorer_for(bundle, q.scorer)
+        ann_k = q.ann_k or cfg.ann_k
+        # Arms that score differently must not share cached scores.
+        key = (r.user_idx, r.recent.tobytes(), r.region, q.device,
+               scorer.name if scorer else None, ann_k)  # fmt: skip
         if cfg.popular_only:
             reasons.append("popular_only")  # the baseline arm: nobody gets a personal row
+        elif scorer is None:
+            pass  # an arm without re-rank: the precomputed list (not a fallback)
         elif r.vector is None:
             reasons.append("unknown_user")
         elif (hit := scored_cache.get(key)) is not None:
@@ -128,12 +176,14 @@ class Recommender:
                     bundle,
                     r.user_idx,
                     r.recent,
-                    ann_k=cfg.ann_k,
+                    ann_k=ann_k,
                     recent_k=cfg.recent_k,
                     limit=cfg.max_candidates,
                 )
             scored = (
-                self._score(bundle, r, q, items, masks, budget) if len(items) else "no_candidates"
+                self._score(bundle, r, q, items, masks, budget, scorer)
+                if len(items)
+                else "no_candidates"
             )
             if isinstance(scored, str):
                 reasons.append(scored)
@@ -141,16 +191,16 @@ class Recommender:
                 outcome = (items, scored, masks)
                 scored_cache.put(key, outcome)
         served_by = "rerank"
-        scorer: str | None = bundle.scorer.name
+        scorer_name = scorer.name if scorer else None
         if outcome is None:
-            scorer = None
+            scorer_name = None
             outcome, served_by = self._fallback_list(bundle, r, reasons)
         with Stage(self.costs, "rules"):
-            rows = self._apply_rules(bundle, r, q.k, *outcome)
+            rows = self._apply_rules(bundle, r, q.k, *outcome, diversity=q.diversity)
         metrics.SERVED.labels("recommendations", served_by).inc()
         for reason in reasons:
             metrics.FALLBACKS.labels(reason).inc()
-        return Answer(rows, served_by, scorer, reasons)
+        return Answer(rows, served_by, scorer_name, reasons)
 
     def _fallback_list(
         self, bundle: LoadedBundle, r: _Resolved, reasons: list[str]
@@ -176,6 +226,7 @@ class Recommender:
         items: np.ndarray,
         scores: np.ndarray,
         masks: np.ndarray,
+        diversity: bool = True,
     ) -> list[dict[str, Any]]:
         extra = fallback.topup(bundle, r.region)
         all_items = np.concatenate([items, extra.items]).astype(np.int32, copy=False)
@@ -189,6 +240,7 @@ class Recommender:
             first_genre=bundle.first_genre,
             k=k,
             n_primary=len(items),
+            cap=None if diversity else k,  # k per genre: no cap
         )
         return item_rows(
             bundle,
@@ -209,17 +261,20 @@ class Recommender:
             )
             items = np.asarray(known, dtype=np.int32)
         reasons: list[str] = []
+        scorer = None if q.scorer == NO_SCORER else self.scorer_for(bundle, q.scorer)
         scored: np.ndarray | str = "unknown_user" if r.vector is None else "no_candidates"
-        if r.vector is not None and len(items):
+        if scorer is None:
+            scored = NO_SCORER
+        elif r.vector is not None and len(items):
             masks = np.full(len(items), CALLER, dtype=np.uint32)
-            scored = self._score(bundle, r, q, items, masks, budget)
+            scored = self._score(bundle, r, q, items, masks, budget, scorer)
         served_by = "rerank"
-        scorer: str | None = bundle.scorer.name
+        scorer_name = scorer.name if scorer else None
         if isinstance(scored, str):
-            if len(items):
+            if len(items) and scored != NO_SCORER:  # an arm without re-rank: not a fallback
                 reasons.append(scored)
             # Without a usable score the caller's own order is the best evidence we have.
-            scored, served_by, scorer = (
+            scored, served_by, scorer_name = (
                 -np.arange(len(items), dtype=np.float32),
                 "caller_order",
                 None,
@@ -232,12 +287,13 @@ class Recommender:
                 region_mask=bundle.region_mask(r.region),
                 first_genre=bundle.first_genre,
                 k=q.k,
+                cap=None if q.diversity else q.k,
             )
         rows = item_rows(bundle, items[picked], scored[picked], [names_of(CALLER)] * len(picked))
         metrics.SERVED.labels("rerank", served_by).inc()
         for reason in reasons:
             metrics.FALLBACKS.labels(reason).inc()
-        return Answer(rows, served_by, scorer, reasons, unknown)
+        return Answer(rows, served_by, scorer_name, reasons, unknown)
 
     def similar(self, bundle: LoadedBundle, item_id: str, k: int) -> list[dict[str, Any]] | None:
         item_idx = bundle.item_index.get(item_id)

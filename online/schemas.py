@@ -34,11 +34,23 @@ class Context(_Strict):
     device: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
+# The unit experiments hash (docs/experiments.md): a caller without a stable user id (an
+# anonymous visitor behind a placeholder user_id) sends its own, e.g. a device id.
+AssignmentId = Annotated[
+    Id | None,
+    Field(
+        description="id whose hash picks the experiment arms (default: user_id); send a "
+        "stable anonymous id (device, cookie) for callers without a user id"
+    ),
+]
+
+
 class RecommendationRequest(_Strict):
     user_id: Id
     k: Count = Field(20, ge=1, le=200)
     context: Context = Field(default_factory=Context)
     exclude_item_ids: list[Id] = Field(default_factory=list, max_length=1000)
+    assignment_id: AssignmentId = None
 
 
 class RerankRequest(_Strict):
@@ -46,6 +58,7 @@ class RerankRequest(_Strict):
     candidate_item_ids: list[Id] = Field(min_length=1, max_length=1000)
     k: Count = Field(20, ge=1, le=1000)
     context: Context = Field(default_factory=Context)
+    assignment_id: AssignmentId = None
 
 
 class SimilarQuery(_Strict):
@@ -59,16 +72,28 @@ class Item(BaseModel):
     title: str | None = None
 
 
+class ArmRef(BaseModel):
+    experiment: str
+    arm: str
+
+
 class RecommendationResponse(BaseModel):
     user_id: str
     items: list[Item]
     bundle: str = Field(description="run id of the bundle that answered")
     served_by: ServedBy
-    scorer: Literal["onnx-int8", "onnx-fp32", "als-dot"] | None = Field(
+    scorer: Literal["onnx-int8", "onnx-fp32", "als-dot", "fused"] | None = Field(
         description="the re-rank scorer, null when the answer did not come from re-ranking"
     )
     fallback_reason: str | None = Field(
         None, description="why the answer left the rerank path (';'-joined when several)"
+    )
+    experiment: str | None = Field(
+        description="the first running experiment this request is in (null: none)"
+    )
+    arm: str | None = Field(description="its arm (null: no experiment)")
+    experiments: list[ArmRef] = Field(
+        description="every running experiment's arm for this request, in file order"
     )
     took_ms: float
     request_id: str = Field(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from online.ranker_features import RankerFeatures, feature_columns
+from shared.bundle_layout import MODEL_FP32, MODEL_INT8
 from shared.bundle_reader import BundleData
 from shared.errors import ModelError
 from shared.fusion import fused_scores, weight_vector
@@ -142,3 +143,27 @@ class FusedScorer:
 def _unusable(als: AlsDotScorer, why: str) -> tuple[Scorer, str]:
     log.error("ranker unusable, serving with als-dot", extra={"error": why})
     return als, f"ranker_unusable: {why}"
+
+
+def scorer_variant(data: BundleData, name: str) -> Scorer:
+    """A named scorer over `data` other than the one the bundle chose (an experiment arm's
+    `scorer`); ValueError saying why when the bundle cannot run it. ONNX variants run the
+    bundle's own model files (ranker/model.{int8,fp32}.onnx), checksummed with the rest."""
+    if name == AlsDotScorer.name:
+        return AlsDotScorer(data.item_factors)
+    if data.ranker is None:
+        raise ValueError(f"bundle {data.run_id} ships no ranker")
+    spec = data.ranker.spec
+    if name == FusedScorer.name:
+        weights = spec.get("fusion_weights")
+        if not isinstance(weights, dict):
+            raise ValueError(f"bundle {data.run_id} ships no fusion weights")
+        return FusedScorer(data, weights)
+    models = {"onnx-int8": MODEL_INT8, "onnx-fp32": MODEL_FP32}
+    if name not in models:
+        raise ValueError(f"unknown scorer {name!r}")
+    model = data.ranker.model.parent / models[name]
+    if not model.exists():
+        raise ValueError(f"bundle {data.run_id} ships no {models[name]}")
+    feature_columns([str(f) for f in spec["features"]])
+    return OnnxScorer(model, spec | {"model": models[name]}, RankerFeatures(data))

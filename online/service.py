@@ -10,6 +10,7 @@ from flask import current_app, g
 from online.bundle_loader import LoadedBundle
 from online.bundle_store import BundleStore
 from online.config import ServiceConfig
+from online.experiments import ExperimentStore
 from online.realtime import RealtimeStore
 from online.recommend import Recommender
 from shared.errors import ApiError
@@ -30,6 +31,8 @@ class Service:
     realtime: RealtimeStore | None = None
     # The feedback event log (ART/event_log), one writer per worker like request_log.
     event_log: EventLogWriter | None = None
+    # ART/experiments.json and its arms' bundles (None: no experiments on this app).
+    experiments: ExperimentStore | None = None
 
     def close(self) -> None:
         """Write what the logs still hold and close the store (worker exit)."""

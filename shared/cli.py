@@ -2,8 +2,8 @@
 
 The root app lives here; each side of the product adds its own commands through the
 `recsys.commands` entry point group (see pyproject.toml). An install without the batch
-extra therefore still gets `recsys serve`, `recsys sql` and `recsys warehouse`, and this
-module never imports batch/ or online/ directly. Any command ending on a RecsysError
+extra therefore still gets `recsys serve`, `recsys sql`, `recsys warehouse` and
+`recsys experiment`, and this module never imports batch/ or online/ directly. Any command ending on a RecsysError
 prints `error: <message>` and exits with the error's code (shared/errors.py).
 """
 
@@ -16,6 +16,7 @@ from importlib.metadata import entry_points
 import typer
 
 from shared.cli_errors import RecsysGroup
+from shared.experiments_cli import register as register_experiments
 from shared.warehouse_cli import register as register_warehouse
 
 app = typer.Typer(
@@ -35,6 +36,8 @@ def _root() -> None:
 
 def _load_plugins() -> None:
     register_warehouse(app)
+    # Before the plugins: one of them may add a subcommand (report) to `recsys experiment`.
+    register_experiments(app)
     for ep in sorted(entry_points(group="recsys.commands"), key=lambda e: e.name):
         try:
             ep.load()(app)

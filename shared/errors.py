@@ -8,7 +8,7 @@ when it ends a command, so a scheduler can branch on the code instead of on mess
 | exit code | class | meaning |
 |---|---|---|
 | 1 | RecsysError (and any subclass below without its own) | the command failed; see its `error:` line |
-| 2 | UsageError | bad arguments or settings |
+| 2 | UsageError | bad arguments or settings (ExperimentsError: a bad experiments file) |
 | 3 | QualityGateFailed | the run's metrics are not good enough to publish (a verdict: do not retry) |
 | 4 | DataContractError | the input files do not follow the data contract |
 | 5 | QuarantineThresholdExceeded | too many input rows failed validation |
@@ -35,6 +35,11 @@ class UsageError(RecsysError):
     """Bad command-line arguments or settings."""
 
     exit_code = 2
+
+
+class ExperimentsError(UsageError):
+    """An experiments file (ART/experiments.json) that fails validation, or a forced arm
+    that names no running experiment's arm; the message names the field."""
 
 
 class QualityGateFailed(RecsysError):

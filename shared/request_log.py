@@ -8,6 +8,10 @@ log's schema and its record -> columns conversion.
 Each served item carries its `sources` (precomputed, ann, ...). Files written before that
 column existed have items of (item_id, rank, score) only; readers must treat a missing
 `sources` as unknown, never fail on it.
+
+Each request carries its experiment `assignments` (experiment, arm), an empty list when it
+was in none. Files written before that column existed have no such column: readers read
+them as no assignment (the warehouse does, with union_by_name), never fail on them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pyarrow as pa
 from shared import parquet_log
 from shared.parquet_log import PART_GLOB, ParquetLogWriter, part_files, prune, recover_orphans
 
-__all__ = ["ITEM_TYPE", "PART_GLOB", "SCHEMA", "SERVED_LOG_DIR", "RequestLogWriter",
+__all__ = ["ASSIGNMENT_TYPE", "ITEM_TYPE", "PART_GLOB", "SCHEMA", "SERVED_LOG_DIR", "RequestLogWriter",
            "ServedRequest", "empty_table", "log_dir", "part_files", "prune",
            "recover_orphans", "to_table"]  # fmt: skip
 
@@ -37,6 +41,7 @@ ITEM_TYPE = pa.struct(
         ("sources", pa.list_(pa.string())),  # candidate sources that proposed the item
     ]
 )
+ASSIGNMENT_TYPE = pa.struct([("experiment", pa.string()), ("arm", pa.string())])
 SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
@@ -48,6 +53,7 @@ SCHEMA = pa.schema(
         ("items", pa.list_(ITEM_TYPE)),
         ("latency_ms", pa.float64()),
         ("endpoint", pa.string()),
+        ("assignments", pa.list_(ASSIGNMENT_TYPE)),  # [] when in no experiment
     ]
 )
 
@@ -66,12 +72,14 @@ class ServedRequest:
     items: Sequence[ServedItem]
     latency_ms: float
     endpoint: str = "recommend"
+    assignments: Sequence[tuple[str, str]] = ()  # (experiment, arm) per running experiment
 
 
 # A record as the buffer holds it: ServedRequest's fields in order, items as a tuple of
 # (item_id, rank, score, sources tuple): atomic values only, untracked by the GC.
 _Row = tuple[str, dt.datetime, str | None, str | None, str, str | None,
-             tuple[tuple[str, int, float, tuple[str, ...]], ...], float, str]  # fmt: skip
+             tuple[tuple[str, int, float, tuple[str, ...]], ...], float, str,
+             tuple[tuple[str, str], ...]]  # fmt: skip
 _SLICE_ROWS = parquet_log._SLICE_ROWS
 
 
@@ -84,7 +92,8 @@ def _item(it: ServedItem) -> tuple[str, int, float, tuple[str, ...]]:
 def _row(r: ServedRequest) -> _Row:
     """The record as a tuple of atomic values only: untracked by the GC after one pass."""
     return (r.request_id, r.ts, r.user_id, r.bundle, r.served_by, r.fallback_reason,
-            tuple(_item(it) for it in r.items), float(r.latency_ms), r.endpoint)  # fmt: skip
+            tuple(_item(it) for it in r.items), float(r.latency_ms), r.endpoint,
+            tuple((str(e), str(a)) for e, a in r.assignments))  # fmt: skip
 
 
 def to_table(records: Sequence[ServedRequest]) -> pa.Table:
@@ -120,8 +129,23 @@ def _rows_table(rows: Sequence[_Row]) -> pa.Table:
             fields=list(ITEM_TYPE),
         ),
     )
-    request_id, ts, user_id, bundle, served_by, reason, _, latency, endpoint = (
-        zip(*rows, strict=True) if rows else ((),) * 9
+    arm_offsets = [0]
+    experiments: list[str] = []
+    arms: list[str] = []
+    for r in rows:
+        for experiment, arm in r[9]:
+            experiments.append(experiment)
+            arms.append(arm)
+        arm_offsets.append(len(experiments))
+    assignments = pa.ListArray.from_arrays(
+        pa.array(arm_offsets, pa.int32()),
+        pa.StructArray.from_arrays(
+            [pa.array(experiments, pa.string()), pa.array(arms, pa.string())],
+            fields=list(ASSIGNMENT_TYPE),
+        ),
+    )
+    request_id, ts, user_id, bundle, served_by, reason, _, latency, endpoint, _ = (
+        zip(*rows, strict=True) if rows else ((),) * 10
     )
     columns = [
         pa.array(request_id, pa.string()),
@@ -133,6 +157,7 @@ def _rows_table(rows: Sequence[_Row]) -> pa.Table:
         items,
         pa.array(latency, pa.float64()),
         pa.array(endpoint, pa.string()),
+        assignments,
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from batch.publish import warehouse_build
 from batch.stages import RunOutputs
 from batch.stages.outputs import WORK_DIR, work_dir
+from shared import experiments
 from shared.bundle import (
     RUNS_DIR,
     accepted_runs,
@@ -24,7 +25,7 @@ from shared.bundle import (
     write_current,
 )
 from shared.bundle_layout import MANIFEST
-from shared.errors import BundleError
+from shared.errors import BundleError, ExperimentsError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,17 @@ def list_runs(artifacts: Path) -> list[str]:
 def prune_runs(artifacts: Path, keep: int) -> list[str]:
     """Delete all but the newest `keep` runs; never the CURRENT one, nor one a server
     recorded as the last it accepted (ART/accepted/<server_id>): after nights of refused
-    publishes that is what a restarting worker serves."""
-    protected = {read_current(artifacts), *accepted_runs(artifacts).values()}
+    publishes that is what a restarting worker serves; nor one an arm of a running
+    experiment serves (ART/experiments.json). With an experiments file that does not
+    validate nothing is deleted: the services still serve the last good one, whose arm
+    bundles cannot be known from here."""
+    try:
+        declared = experiments.load(artifacts)
+    except ExperimentsError as exc:
+        log.warning("not pruning runs: %s", exc)
+        return []
+    arm_runs = declared.arm_bundles() if declared is not None else set()
+    protected = {read_current(artifacts), *accepted_runs(artifacts).values(), *arm_runs}
     runs = list_runs(artifacts)
     doomed = [r for r in runs[: max(0, len(runs) - keep)] if r not in protected]
     for name in doomed:

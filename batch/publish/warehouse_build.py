@@ -118,10 +118,15 @@ ANALYST_SQL: dict[str, str] = {
         "SELECT x.request_id, x.ts, k.user_key, x.* EXCLUDE (request_id, ts, user_id) "
         "FROM {m}.exposures x LEFT JOIN {r}.user_keys k USING (user_id)"
     ),
+    "assignments": (
+        "SELECT a.request_id, a.ts, k.user_key, a.* EXCLUDE (request_id, ts, user_id) "
+        "FROM {m}.assignments a LEFT JOIN {r}.user_keys k USING (user_id)"
+    ),
 }
 # Sorting the big analyst tables by user makes per-user scans and joins cheaper.
 ANALYST_ORDER = {"interactions": "user_key, ts", "recommendations": "user_key, rank",
-                 "events": "ts, event_id", "exposures": "ts, request_id, position"}
+                 "events": "ts, event_id", "exposures": "ts, request_id, position",
+                 "assignments": "experiment, ts, request_id"}
 # An event without a request_id (or naming a request that did not show its item) is credited
 # to the latest request that showed that item to that user at most this long before it.
 DEFAULT_ATTRIBUTION_WINDOW_MINUTES = 30
@@ -332,14 +337,17 @@ def _union_by_name(src: str) -> str:
 
 
 def _served(con: duckdb.DuckDBPyConnection, served: Source | None) -> None:
-    """served_requests as logged (minus the item list, exploded into served_impressions)."""
+    """served_requests as logged, minus the item list (exploded into served_impressions)
+    and the experiment arms (exploded into assignments: one row per request per
+    experiment; requests logged before the service recorded arms have none)."""
     src = _union_by_name(
         _rel(con, "served", served if served is not None else request_log.empty_table())
     )
     con.execute(
         "CREATE TABLE served_requests AS SELECT request_id, ts::TIMESTAMP AS ts, user_id, bundle, "
         "served_by, fallback_reason, fallback_reason IS NOT NULL AS is_fallback, "
-        "len(items) AS n_items, latency_ms, endpoint, items "
+        "len(items) AS n_items, latency_ms, endpoint, items, "
+        f"{_assignments_column(con, src)} AS assignments "
         f"FROM {src} ORDER BY ts, request_id"
     )
     # Items logged before the service recorded their candidate sources have none: an empty
@@ -354,7 +362,25 @@ def _served(con: duckdb.DuckDBPyConnection, served: Source | None) -> None:
         f"fallback_reason, endpoint, it.item_id, it.rank, it.score, {sources} AS sources FROM "
         "(SELECT *, unnest(items) AS it FROM served_requests)"
     )
+    con.execute(
+        "CREATE TABLE assignments AS SELECT request_id, ts, user_id, bundle, "
+        "a.experiment AS experiment, a.arm AS arm FROM (SELECT request_id, ts, user_id, bundle, "
+        "unnest(assignments) AS a FROM served_requests) ORDER BY ts, request_id, experiment"
+    )
     con.execute("ALTER TABLE served_requests DROP COLUMN items")
+    con.execute("ALTER TABLE served_requests DROP COLUMN assignments")
+
+
+_NO_ASSIGNMENTS = "CAST([] AS STRUCT(experiment VARCHAR, arm VARCHAR)[])"
+
+
+def _assignments_column(con: duckdb.DuckDBPyConnection, src: str) -> str:
+    """The log's `assignments`, as an empty list (not NULL) for files written before the
+    column existed: NULL under union_by_name beside newer files, absent when all are old."""
+    names = {str(r[0]) for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    if "assignments" not in names:
+        return _NO_ASSIGNMENTS
+    return f"coalesce(assignments, {_NO_ASSIGNMENTS})"
 
 
 def _feedback(con: duckdb.DuckDBPyConnection, events: Source | None,
