@@ -142,12 +142,25 @@ def srm_check(counts: Mapping[str, int], shares: Mapping[str, float],
     )
 
 
+def planning_sd(control: RatioEstimate, treatment: RatioEstimate | None = None,
+                ratio: float = 1.0) -> float:
+    """The per-user sd that NormalIndPower's effect size divides by. Before an experiment
+    only the control's is known and both arms are assumed alike. With an observed treatment
+    arm, the one sd that gives the z test's own variance, sd_c^2/n + sd_t^2/(ratio n):
+    sd^2 = (sd_c^2 + sd_t^2/ratio) / (1 + 1/ratio). (A worse arm with a lower rate has a
+    lower variance: the control's alone would overstate the users needed.)"""
+    if treatment is None:
+        return control.user_sd
+    return math.sqrt((control.user_sd**2 + treatment.user_sd**2 / ratio) / (1 + 1 / ratio))
+
+
 def sample_size_per_arm(control: RatioEstimate, relative_mde: float, power: float = 0.8,
-                        alpha: float = 0.05, ratio: float = 1.0) -> float:  # fmt: skip
+                        alpha: float = 0.05, ratio: float = 1.0,
+                        treatment: RatioEstimate | None = None) -> float:  # fmt: skip
     """Users in the control arm to detect a relative change of `relative_mde` with the given
     power (two-sided z test); the treatment arm needs `ratio` times as many. The effect size
-    is the absolute change over the observed per-user standard deviation of the metric."""
-    sd = control.user_sd
+    is the absolute change over the per-user standard deviation of the metric (planning_sd)."""
+    sd = planning_sd(control, treatment, ratio)
     if not (sd > 0) or relative_mde == 0 or math.isnan(control.value):
         return math.nan
     effect = abs(relative_mde * control.value) / sd
