@@ -1,6 +1,6 @@
 """`recsys experiment report NAME --artifacts ART`: one experiment's report from the warehouse.
 
-Only the command function lives here; the `recsys` CLI attaches it (see shared/cli.py)."""
+Only the command function lives here: the integrator attaches it to `recsys` (not registered here)."""
 
 from __future__ import annotations
 

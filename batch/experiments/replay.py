@@ -41,7 +41,7 @@ class ReplayConfig:
     max_visits: float = 30.0  # cap on a heavy user's expected visits
     # sd of the Gaussian noise on true relevance in the personalised policy: at 4.5 its lists
     # are worth 1.35x the popular list in true CTR, as the real product's rows were worth 1.34x
-    # in the simulator run of docs/simulator.md (a noiseless ranking is worth 5.9x: no test).
+    # in the simulator run of docs/simulator.md (at sd 0.5 they are worth 5.9x: nothing to test).
     noise: float = 4.5
     model: BehaviourModel = field(default_factory=BehaviourModel)
 
