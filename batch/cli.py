@@ -34,3 +34,12 @@ def register_simulate(app: typer.Typer) -> None:
     from batch.simulate.cli import simulate
 
     app.command("simulate")(simulate)
+
+
+def register_experiment_report(app: typer.Typer) -> None:
+    # The group itself is shared's (recsys experiment validate/set/show/assign); the report
+    # needs scipy and statsmodels, which only the batch install has.
+    from batch.experiments.cli import report
+    from shared.experiments_cli import experiment_app
+
+    experiment_app.command("report")(report)

@@ -1,6 +1,7 @@
 """`recsys experiment report NAME --artifacts ART`: one experiment's report from the warehouse.
 
-Only the command function lives here: the integrator attaches it to `recsys` (not registered here)."""
+Attached to the `recsys experiment` group by batch.cli.register_experiment_report. The
+declared shares come from ART/experiments.json unless --share gives them."""
 
 from __future__ import annotations
 
@@ -31,11 +32,26 @@ def parse_shares(values: list[str] | None) -> dict[str, float] | None:
     return out
 
 
+def declared_shares(artifacts: Path, name: str) -> dict[str, float] | None:
+    """The arms' shares as ART/experiments.json declares them (None: not declared there,
+    or no valid file: the report then assumes equal shares and says so)."""
+    from shared.experiments import load
+
+    try:
+        declared = load(artifacts)
+    except RecsysError:
+        return None
+    for experiment in declared.experiments if declared else []:
+        if experiment.name == name:
+            return {arm.name: arm.share for arm in experiment.arms}
+    return None
+
+
 def report(
     name: Annotated[str, typer.Argument(help="the experiment, as `assignments.experiment` names it")],
     artifacts_dir: Annotated[Path, typer.Option("--artifacts", help="artifacts directory holding the warehouse")],
     out: Annotated[Path, typer.Option(help="JSON report; the .md and .png are written beside it")] = Path("experiment.json"),
-    share: Annotated[list[str] | None, typer.Option(help="declared share ARM=SHARE, repeatable (default: equal)")] = None,
+    share: Annotated[list[str] | None, typer.Option(help="declared share ARM=SHARE, repeatable (default: ART/experiments.json, else equal)")] = None,
     control: Annotated[str | None, typer.Option(help="the control arm (default: 'control', else the first arm)")] = None,
     mde: Annotated[float, typer.Option(min=0.001, help="relative effect the sample size is computed for")] = 0.05,
     restricted: Annotated[bool, typer.Option(help="read the restricted warehouse (user_id) instead of the analysts'")] = False,
@@ -45,7 +61,7 @@ def report(
     from batch.experiments.report import experiment_report, write_report
     from shared.warehouse import connect
 
-    shares = parse_shares(share)
+    shares = parse_shares(share) or declared_shares(artifacts_dir, name)
     try:
         con = connect(artifacts_dir, restricted)
         try:
