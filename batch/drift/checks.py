@@ -19,15 +19,9 @@ import pyarrow.compute as pc
 from batch.drift import stats
 from batch.drift.profile import Profile
 from shared.config import QUARANTINE_CHECK, DriftConfig
-from shared.errors import RecsysError
+from shared.errors import InputDriftFailed
 
 OK, WARN, FAIL, SKIPPED, OFF = "ok", "warn", "fail", "skipped", "off"
-
-
-class InputDriftFailed(RecsysError):
-    """A drift check whose action is `fail` breached: the run stops before publish."""
-
-    exit_code = 9
 
 
 @dataclass(frozen=True)
