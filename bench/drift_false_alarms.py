@@ -104,7 +104,7 @@ def main() -> None:
                     if c.check.startswith(wanted):
                         drills.append((f"seed {seed}: {drill}", c.check, c.value, c.status))
     seconds = time.perf_counter() - started
-    lines = [f"# Drift checks on normal days: false-alarm rate (default thresholds)\n",
+    lines = ["# Drift checks on normal days: false-alarm rate (default thresholds)\n",
              f"{runs} normal runs ({args.seeds} generated worlds x {args.days} run dates; "
              f"{args.users} users, {args.items} items, ~{args.events_per_day} events/day), "
              f"measured in {seconds:.0f} s.\n",

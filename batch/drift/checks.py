@@ -60,7 +60,8 @@ class DriftReport:
 
 class _Builder:
     def __init__(self, cfg: DriftConfig) -> None:
-        self.cfg, self.results = cfg, []  # type: list[CheckResult]
+        self.cfg = cfg
+        self.results: list[CheckResult] = []
 
     def value(self, name: str, value: float, detail: str) -> None:
         rc = self.cfg.check(name)
@@ -110,8 +111,8 @@ def enforce(report: DriftReport, current_run: str | None) -> None:
 def _volume(b: _Builder, current: Profile) -> None:
     run_day = dt.date.fromisoformat(current.run_date)
     first = dt.date.fromisoformat(current.first_day) if current.first_day else run_day
-    earlier = [run_day - dt.timedelta(days=k) for k in range(b.cfg.volume_days, 0, -1)]
-    earlier = [d.isoformat() for d in earlier if d >= first]
+    days = [run_day - dt.timedelta(days=k) for k in range(b.cfg.volume_days, 0, -1)]
+    earlier = [d.isoformat() for d in days if d >= first]
     day = current.volume.get(run_day.isoformat(), {})
     names = ("volume_drop", "volume_spike", "type_volume_drop")
     if not earlier:

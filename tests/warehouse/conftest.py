@@ -9,13 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from batch.drift.store import DRIFT_SCHEMA
 from batch.publish.warehouse_build import (
     METRICS_SCHEMA,
     RUNS_SCHEMA,
     WarehouseInputs,
     build,
 )
-from batch.drift.store import DRIFT_SCHEMA
 from shared.request_log import RequestLogWriter, ServedRequest, log_dir, part_files
 from shared.warehouse import analyst_warehouse_path, warehouse_path
 
