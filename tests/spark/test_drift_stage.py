@@ -41,3 +41,27 @@ def test_half_the_events_stops_the_run_before_training_and_current_stays(
     drop = next(r for r in history if r["check"] == "volume_drop")
     assert drop["status"] == "fail" and drop["action"] == "fail" and 0.4 < drop["value"] < 0.6
     assert {r["status"] for r in history if r["check"].startswith("item_")} == {"skipped"}
+
+
+def test_a_published_run_carries_its_drift_checks_and_becomes_the_next_reference(
+        pipeline_artifacts: Path) -> None:  # fmt: skip
+    import duckdb
+
+    from shared.bundle import current_bundle, load_manifest
+    from shared.warehouse import warehouse_path
+
+    manifest = load_manifest(current_bundle(pipeline_artifacts))
+    drift = manifest.extra["drift"]
+    assert drift["run_id"] == manifest.run_id and drift["failures"] == []
+    assert drift["notes"] == ["first run: no previous published run, comparisons with it skipped"]
+    names = {c["check"] for c in drift["checks"]}
+    assert {"volume_drop", "item_psi_prev", "freshness_hours"} <= names
+    # the tiny data set (~125 events a day) is below drift.min_daily_events: skipped, not failed
+    assert next(c for c in drift["checks"] if c["check"] == "volume_drop")["status"] == "skipped"
+    assert (store.profiles_root(pipeline_artifacts) / manifest.run_id / "meta.json").exists()
+    con = duckdb.connect(str(warehouse_path(pipeline_artifacts)), read_only=True)
+    try:
+        rows = con.execute('SELECT count(*), count(DISTINCT run_id) FROM drift').fetchone()
+    finally:
+        con.close()
+    assert rows == (len(drift["checks"]), 1)
