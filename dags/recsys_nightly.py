@@ -35,7 +35,7 @@ from _common import (
 from airflow.sdk import CronDataIntervalTimetable, Param, PokeReturnValue, chain, dag, task
 
 from batch.stages import BY_NAME, STAGE_NAMES, STAGES, StageSpec
-from shared.errors import QualityGateFailed, StageFailed
+from shared.errors import InputDriftFailed, QualityGateFailed, StageFailed
 from shared.inputs import describe_expected, find_input
 
 log = logging.getLogger("recsys.dags")
@@ -148,19 +148,25 @@ def recsys_nightly() -> None:
 
         return _run()
 
-    @task(task_id="gate", execution_timeout=BY_NAME["gate"].timeout)
-    def gate(**context: Any) -> None:
-        from airflow.sdk.exceptions import AirflowFailException
+    def verdict_task(name: str, verdict_code: int) -> Any:
+        """A CLI stage whose exit code `verdict_code` is a verdict on the data, not a crash."""
 
-        try:
-            run_cli_stage("gate", context)
-        except StageFailed as exc:
-            if exc.returncode != QualityGateFailed.exit_code:
-                raise  # a crash, not a verdict: let the retries have a go
-            # A quality verdict is deterministic: retrying cannot change it, so fail now with
-            # the gate's own reason; publish (all_success) is then skipped as upstream_failed
-            # and CURRENT keeps pointing at the last good bundle.
-            raise AirflowFailException(exc.reason.removeprefix("error: ")) from exc
+        @task(task_id=name, execution_timeout=BY_NAME[name].timeout)
+        def _run(**context: Any) -> None:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            try:
+                run_cli_stage(name, context)
+            except StageFailed as exc:
+                if exc.returncode != verdict_code:
+                    raise  # a crash, not a verdict: let the retries have a go
+                # A verdict (the quality gate's, or an input drift check set to fail) is
+                # deterministic: retrying cannot change it, so fail now with its own reason;
+                # publish (all_success) is then skipped as upstream_failed and CURRENT keeps
+                # pointing at the last good bundle.
+                raise AirflowFailException(exc.reason.removeprefix("error: ")) from exc
+
+        return _run()
 
     @task(task_id="publish", outlets=[BUNDLE_ASSET], execution_timeout=BY_NAME["publish"].timeout)
     def publish(**context: Any) -> dict[str, Any]:
@@ -233,7 +239,9 @@ def recsys_nightly() -> None:
             return "unreachable"
 
     published = publish()
-    special = {"gate": gate, "publish": lambda: published}
+    special = {"gate": lambda: verdict_task("gate", QualityGateFailed.exit_code),
+               "drift": lambda: verdict_task("drift", InputDriftFailed.exit_code),
+               "publish": lambda: published}
     tasks = [
         special[spec.name]() if spec.name in special
         else RecsysSparkStageOperator(stage=spec.name, execution_timeout=spec.timeout)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Frozen(BaseModel):
@@ -174,6 +174,106 @@ class PublishConfig(_Frozen):
     )
 
 
+DriftAction = Literal["warn", "fail", "off"]
+
+# Every input drift check, its default threshold and action (docs/monitoring.md says what
+# each catches and why each default). A check breaches when its value exceeds its threshold.
+# `quarantine_share` applies to every quarantine reason; `quarantine_share:<reason>` may set
+# one reason apart.
+DEFAULT_DRIFT_CHECKS: dict[str, tuple[float, DriftAction]] = {
+    "volume_drop": (0.4, "fail"),
+    "volume_spike": (1.0, "warn"),
+    "type_volume_drop": (0.5, "warn"),
+    "new_user_share": (0.5, "warn"),
+    "new_item_share": (0.2, "warn"),
+    "item_psi_prev": (0.05, "warn"),
+    "item_js_prev": (0.008, "warn"),
+    "item_psi_window": (0.05, "warn"),
+    "item_js_window": (0.008, "warn"),
+    "user_activity_psi": (0.05, "warn"),
+    "quarantine_share": (0.01, "warn"),
+    "freshness_hours": (24.0, "warn"),
+    "input_age_at_run_hours": (48.0, "off"),
+}
+QUARANTINE_CHECK = "quarantine_share"
+
+
+class DriftCheckConfig(_Frozen):
+    """One check's setting; a field left out keeps the check's default."""
+
+    threshold: float | None = Field(None, ge=0.0, description="breach above this value")
+    action: DriftAction | None = Field(
+        None, description="warn: record it; fail: stop the run before publish; off: record "
+        "the value only",
+    )
+
+
+class ResolvedCheck(_Frozen):
+    threshold: float
+    action: DriftAction
+
+
+class DriftConfig(_Frozen):
+    """Input drift checks run after validate on every nightly run (docs/monitoring.md)."""
+
+    enabled: bool = Field(True, description="off: no drift stage work, nothing recorded")
+    checks: dict[str, DriftCheckConfig] = Field(
+        default_factory=dict, description="per check name: threshold and/or action overrides"
+    )
+    recent_days: int = Field(
+        1, ge=1, description="days up to the end of the run date whose item mix, user "
+        "activity and new ids are profiled",
+    )
+    volume_days: int = Field(7, ge=1, description="days before the run date whose median "
+                             "daily volume is the usual volume")
+    window_runs: int = Field(7, ge=1, description="published runs pooled as the trailing "
+                             "reference of the distribution checks")
+    min_events: int = Field(
+        5000, ge=1, description="a profiled window (this run's or a reference's) with fewer "
+        "interactions and the distribution checks are skipped: sampling noise would dominate",
+    )
+    min_daily_events: int = Field(
+        1000, ge=1, description="a usual day (median of volume_days) with fewer events and "
+        "the volume checks are skipped",
+    )
+    min_type_events: int = Field(
+        200, ge=1, description="an event type with a smaller usual daily volume is left out "
+        "of type_volume_drop",
+    )
+    top_items: int = Field(
+        50, ge=1, description="items of each side binned one by one in the popularity "
+        "checks; the rest are pooled into one '(other)' bin",
+    )
+    smoothing: float = Field(
+        0.5, gt=0.0, description="pseudo-count added to every bin on both sides, so a bin "
+        "empty on one side has a finite log ratio",
+    )
+    keep_profiles: int = Field(30, ge=1, description="published runs' profiles kept in "
+                               "ART/state/drift/profiles (at least window_runs are needed)")
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, DriftCheckConfig]) -> dict[str, DriftCheckConfig]:
+        unknown = [n for n in value if n not in DEFAULT_DRIFT_CHECKS
+                   and not n.startswith(QUARANTINE_CHECK + ":")]
+        if unknown:
+            raise ValueError(f"unknown drift check(s) {sorted(unknown)}; checks are "
+                             f"{', '.join(DEFAULT_DRIFT_CHECKS)} and quarantine_share:<reason>")
+        return value
+
+    def check(self, name: str) -> ResolvedCheck:
+        """The threshold and action of check `name` (a `quarantine_share:<reason>` falls
+        back to `quarantine_share`), overrides applied onto the defaults."""
+        base_name = name if name in DEFAULT_DRIFT_CHECKS else name.split(":", 1)[0]
+        threshold, action = DEFAULT_DRIFT_CHECKS[base_name]
+        for key in (base_name, name):
+            override = self.checks.get(key)
+            if override is not None:
+                threshold = override.threshold if override.threshold is not None else threshold
+                action = override.action or action
+        return ResolvedCheck(threshold=threshold, action=action)
+
+
 class PipelineConfig(_Frozen):
     validation: ValidationConfig = ValidationConfig()
     events: EventsConfig = EventsConfig()
@@ -183,6 +283,7 @@ class PipelineConfig(_Frozen):
     candidates: CandidateConfig = CandidateConfig()
     ranker: RankerConfig = RankerConfig()
     publish: PublishConfig = PublishConfig()
+    drift: DriftConfig = DriftConfig()
     spark_master: str = "local[*]"
     spark_driver_memory: str = "6g"
     shuffle_partitions: int = 4

@@ -15,6 +15,7 @@ when it ends a command, so a scheduler can branch on the code instead of on mess
 | 6 | BundleError | a bundle is missing, incomplete or fails its checks |
 | 7 | StageFailed | a stage run as a child process failed (the orchestrator's view) |
 | 8 | WarehouseUnavailable | the warehouse file is missing or another process holds it (nothing was done; a later try may succeed) |
+| 9 | InputDriftFailed | an input drift check whose action is `fail` breached: the run stops before publish (a verdict: do not retry) |
 
 Every `recsys` command ends a RecsysError the same way (shared/cli_errors.py): `error:
 <message>` on stderr, then this exit code; anything else is a bug and keeps its traceback.
@@ -72,6 +73,12 @@ class WarehouseUnavailable(RecsysError):
     exit_code = 8
 
 
+class InputDriftFailed(RecsysError):
+    """An input drift check set to `fail` breached (docs/monitoring.md): stopped before publish."""
+
+    exit_code = 9
+
+
 class ModelError(RecsysError):
     """The re-ranker failed on a request; the caller falls back to the precomputed list."""
 
@@ -112,7 +119,8 @@ def reason_from_output(output: Sequence[str]) -> str:
 EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (RecsysError, UsageError, QualityGateFailed, DataContractError,
-                QuarantineThresholdExceeded, BundleError, StageFailed, WarehouseUnavailable)
+                QuarantineThresholdExceeded, BundleError, StageFailed, WarehouseUnavailable,
+                InputDriftFailed)
 }
 
 

@@ -40,6 +40,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from batch.drift import store as drift_store
 from shared import bundle_layout as layout
 from shared import events as feedback_events
 from shared import request_log
@@ -101,6 +102,7 @@ ANALYST_SQL: dict[str, str] = {
     ),
     "runs": "SELECT * FROM {m}.runs",
     "metrics": "SELECT * FROM {m}.metrics",
+    "drift": "SELECT * FROM {m}.drift",
     "served_requests": (
         "SELECT s.request_id, s.ts, k.user_key, s.* EXCLUDE (request_id, ts, user_id) "
         "FROM {m}.served_requests s LEFT JOIN {r}.user_keys k USING (user_id)"
@@ -152,6 +154,7 @@ class WarehouseInputs:
     attribution_window_minutes: int = DEFAULT_ATTRIBUTION_WINDOW_MINUTES
     runs: pa.Table = field(default_factory=RUNS_SCHEMA.empty_table)
     metrics: pa.Table = field(default_factory=METRICS_SCHEMA.empty_table)
+    drift: pa.Table = field(default_factory=drift_store.DRIFT_SCHEMA.empty_table)
     current_run: str | None = None
 
 
@@ -185,6 +188,7 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
         attribution_window_minutes=attribution_window_minutes,
         runs=runs,
         metrics=metrics,
+        drift=drift_history(artifacts),
         current_run=run_id,
     )
     build(inputs, warehouse_path(artifacts), analyst_warehouse_path(artifacts),
@@ -327,6 +331,8 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
     )
     con.register("src_metrics", inputs.metrics)
     con.execute("CREATE TABLE metrics AS SELECT * FROM src_metrics")
+    con.register("src_drift", inputs.drift.cast(drift_store.DRIFT_SCHEMA))
+    con.execute('CREATE TABLE drift AS SELECT * FROM src_drift ORDER BY run_date, run_id, "check"')
     _served(con, inputs.served)
 
 
@@ -544,6 +550,20 @@ def update_history(artifacts: Path) -> tuple[pa.Table, pa.Table]:
         pq.write_table(table, tmp)
         os.replace(tmp, history / name)
     return runs, metrics
+
+
+def drift_history(artifacts: Path) -> pa.Table:
+    """ART/history/drift.parquet (every run the drift stage saw, published or not), with the
+    checks of any bundle on disk that it lacks (history lost, or a bundle from elsewhere)."""
+    history = drift_store.read_history(artifacts)
+    known = set(history["run_id"].to_pylist())
+    missing: list[dict[str, Any]] = []
+    for path in sorted((artifacts / RUNS_DIR).glob(f"*/{layout.MANIFEST}")):
+        m = load_manifest(path.parent)
+        report = m.extra.get("drift")
+        if m.run_id not in known and isinstance(report, dict) and report.get("checks"):
+            missing.extend(drift_store.report_rows(report, m.run_date))
+    return drift_store.merge_history(artifacts, missing) if missing else history
 
 
 def _merge(path: Path, schema: pa.Schema, rows: list[dict[str, Any]],

@@ -22,6 +22,7 @@ from typing import Any
 
 from batch.stages.outputs import (
     CandidatesOutputs,
+    DriftOutputs,
     EmbeddingsOutputs,
     EvaluateOutputs,
     FeaturesOutputs,
@@ -77,6 +78,8 @@ _H, _M = timedelta(hours=1), timedelta(minutes=1)
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("validate", "session", 30 * _M, (), ValidateOutputs,
               "clean rows and the quarantine, each bad row with its reason"),
+    StageSpec("drift", "driver", 15 * _M, ("validate",), DriftOutputs,
+              "input drift checks against the last published runs"),
     StageSpec("embeddings", "session", 2 * _H, ("validate",), EmbeddingsOutputs,
               "stable id maps, evaluation and ranker splits, ALS factors per variant"),
     StageSpec("index", "submit", 45 * _M, ("embeddings",), IndexOutputs,
@@ -94,9 +97,9 @@ STAGES: tuple[StageSpec, ...] = (
               EvaluateOutputs, "metrics of every list on the held-out split"),
     StageSpec("gate", "driver", 10 * _M, ("evaluate",), GateOutputs,
               "the quality gate: publish or not"),
-    StageSpec("publish", "driver", 15 * _M, ("validate", "embeddings", "index", "candidates",
-                                             "features", "train_ranker", "rank", "evaluate",
-                                             "gate"),
+    StageSpec("publish", "driver", 15 * _M, ("validate", "drift", "embeddings", "index",
+                                             "candidates", "features", "train_ranker", "rank",
+                                             "evaluate", "gate"),
               PublishOutputs, "the bundle, switched to atomically; the warehouse rebuilt"),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)

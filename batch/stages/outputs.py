@@ -96,6 +96,20 @@ class ValidateOutputs(StageOutputs):
 
 
 @dataclass(frozen=True)
+class DriftOutputs(StageOutputs):
+    @property
+    def report(self) -> Path:
+        """Every drift check of the run: value, threshold, action, status; volumes per day."""
+        return self.root / "drift.json"
+
+    @property
+    def profile(self) -> Path:
+        """This run's input profile (batch/drift/profile.py); publish keeps it as the
+        reference of later runs."""
+        return self.root / "profile"
+
+
+@dataclass(frozen=True)
 class EmbeddingsOutputs(StageOutputs):
     @property
     def interactions(self) -> Path:

@@ -8,6 +8,7 @@ import shutil
 
 from batch import feedback
 from batch.context import RunContext, code_version, read_json
+from batch.drift import store as drift_store
 from batch.publish import bundle_writer, warehouse_build
 from batch.publish.release import prune_runs
 from shared.bundle import RUNS_DIR, IndexInfo, run_dir, verify_bundle, write_current
@@ -35,6 +36,9 @@ def run(ctx: RunContext) -> dict[str, object]:
     metrics = read_json(ctx.outputs.evaluate.metrics)
     index_info = read_json(ctx.outputs.index.info("full"))
     window = stats["data_window"]
+    # The drift checks' values, thresholds and verdicts ride in the manifest: whoever reads a
+    # bundle sees what its input looked like against the runs before it.
+    drift = read_json(ctx.outputs.drift.report)
     BundleWriter(staging).finish(
         run_id=run_id,
         run_date=ctx.run_date.isoformat(),
@@ -49,7 +53,7 @@ def run(ctx: RunContext) -> dict[str, object]:
         row_counts=row_counts,
         metrics=metrics,
         index=IndexInfo(**index_info),
-        extra={"config": ctx.config.model_dump(), "gate": gate},
+        extra={"config": ctx.config.model_dump(), "gate": gate, "drift": drift},
     )
     verify_bundle(staging)
     final = run_dir(ctx.artifacts, run_id)
@@ -63,6 +67,9 @@ def run(ctx: RunContext) -> dict[str, object]:
         staging.rename(final)
     write_current(ctx.artifacts, run_id)
     log.info("published %s: CURRENT -> %s", final, run_id)
+    if ctx.outputs.drift.profile.is_dir():  # published: a reference for the runs after it
+        drift_store.keep_profile(ctx.artifacts, ctx.outputs.drift.profile, run_id,
+                                 max(ctx.config.drift.keep_profiles, ctx.config.drift.window_runs))
     warehouse_build.rebuild(ctx.artifacts, run_id, ctx.outputs.validate.clean,
                             ctx.config.publish.attribution_window_minutes,
                             feedback.log_dir(ctx.config.events, ctx.artifacts))

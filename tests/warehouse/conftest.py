@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from batch.drift.store import DRIFT_SCHEMA
 from batch.publish.warehouse_build import (
     METRICS_SCHEMA,
     RUNS_SCHEMA,
@@ -39,6 +40,17 @@ SERVED = [  # (request_id, hour, user, fallback_reason)
 ]  # fmt: skip
 METRIC_TREND = [("run-1", "2026-01-01", 0.10), ("run-2", "2026-01-02", 0.12),
                 ("run-3", "2026-01-03", 0.11)]  # fmt: skip
+# Input drift checks: three published runs, then run-4 stopped by volume_drop (fail).
+DRIFT_ROWS = [
+    ("run-1", "2026-01-01", "item_psi_prev", None, 0.05, "warn", "skipped"),
+    ("run-1", "2026-01-01", "volume_drop", 0.0, 0.4, "fail", "ok"),
+    ("run-2", "2026-01-02", "item_psi_prev", 0.01, 0.05, "warn", "ok"),
+    ("run-2", "2026-01-02", "volume_drop", 0.1, 0.4, "fail", "ok"),
+    ("run-3", "2026-01-03", "item_psi_prev", 0.08, 0.05, "warn", "warn"),
+    ("run-3", "2026-01-03", "volume_drop", 0.05, 0.4, "fail", "ok"),
+    ("run-4", "2026-01-04", "item_psi_prev", 0.02, 0.05, "warn", "ok"),
+    ("run-4", "2026-01-04", "volume_drop", 0.5, 0.4, "fail", "fail"),
+]  # fmt: skip
 
 
 def epoch(day: str, seconds: int = 36_000) -> int:
@@ -109,6 +121,10 @@ def inputs(art: Path) -> WarehouseInputs:
         popular=popular, candidates=cands, quarantine=quarantine,
         interactions=interactions(), served=served_log(log_dir(art)) or None,
         runs=runs, metrics=metrics, current_run="run-3",
+        drift=pa.Table.from_pylist([
+            {"run_id": r, "run_date": dt.date.fromisoformat(d), "check": c, "value": v,
+             "threshold": t, "action": a, "status": st, "detail": ""}
+            for r, d, c, v, t, a, st in DRIFT_ROWS], schema=DRIFT_SCHEMA),
     )  # fmt: skip
 
 

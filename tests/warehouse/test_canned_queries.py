@@ -111,6 +111,28 @@ def test_catalog_coverage_and_gini(warehouse_art: Path) -> None:
     assert run(warehouse_art, "catalog_coverage", k="2") == [(2, 6, 4, 0.6667, 6, 0.5)]
 
 
+def test_drift_by_run_lists_every_check_with_its_trend(warehouse_art: Path) -> None:
+    rows = run(warehouse_art, "drift_by_run")
+    # run_date, run_id, check, value, threshold, of_threshold, action, status, change,
+    # trailing_mean, published, detail
+    assert [(r[1], r[2], r[7]) for r in rows][:2] == [("run-1", "item_psi_prev", "skipped"),
+                                                     ("run-1", "volume_drop", "ok")]
+    volume = [r for r in rows if r[2] == "volume_drop"]
+    assert [r[3] for r in volume] == [0.0, 0.1, 0.05, 0.5]
+    assert [r[8] for r in volume] == [None, 0.1, -0.05, 0.45]  # change from the run before
+    assert volume[3][9] == pytest.approx(0.05)  # mean of the three runs before run-4
+    assert volume[3][5] == 1.25 and volume[3][7] == "fail"  # 0.5 is 1.25x the threshold
+    # run-4 was stopped by the check: recorded, never published
+    assert [r[10] for r in volume] == [True, True, True, False]
+
+
+def test_drift_by_run_filters_on_check_and_status(warehouse_art: Path) -> None:
+    rows = run(warehouse_art, "drift_by_run", status="warn")
+    assert [(r[1], r[2], r[3], r[4]) for r in rows] == [("run-3", "item_psi_prev", 0.08, 0.05)]
+    psi = run(warehouse_art, "drift_by_run", check="item_psi_prev")
+    assert [r[3] for r in psi] == [None, 0.01, 0.08, 0.02]
+
+
 def test_metric_trend(warehouse_art: Path) -> None:
     rows = run(warehouse_art, "metric_trend")
     assert [r[1] for r in rows] == ["run-1", "run-2", "run-3"]
