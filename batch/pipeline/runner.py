@@ -121,7 +121,8 @@ class PipelineRunner:
 
 
 def summary_line(results: dict[str, dict[str, object]]) -> str:
-    metrics = results.get("evaluate", {})
-    lists = metrics.get("lists", {}) if isinstance(metrics, dict) else {}
-    brief = {name: round(v.get("ndcg@10", 0.0), 4) for name, v in lists.items()}  # type: ignore[union-attr]
+    lists = results.get("evaluate", {}).get("lists", {})
+    brief = {name: round(float(v.get("ndcg@10", 0.0)), 4)
+             for name, v in (lists.items() if isinstance(lists, dict) else ())
+             if isinstance(v, dict)}  # fmt: skip
     return json.dumps({"published": results.get("publish", {}).get("run_id"), "ndcg@10": brief})
