@@ -28,6 +28,9 @@ from batch.experiments.stats import SRM_ALPHA, RatioEstimate, compare
 from shared.config import RolloutConfig
 
 METRICS = ("ctr", "play_rate")
+# Rates are ratios of counts: 35/500 - 50/1000 is 0.020000000000000004, and a canary exactly
+# at its limit must not breach it.
+_EPS = 1e-12
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,12 @@ def evaluate(control: ArmHealth, canary: ArmHealth, tests: dict[str, MetricTest]
                        f"arm (control {control.requests}, canary {canary.requests})")  # fmt: skip
     else:
         rise = canary.error_rate - control.error_rate
-        if rise > cfg.max_error_rate_increase:
+        if rise > cfg.max_error_rate_increase + _EPS:
             breaches.append(f"error rate {_pct(canary.error_rate)} vs control "
                             f"{_pct(control.error_rate)} (+{_pct(rise)} > "
                             f"max +{_pct(cfg.max_error_rate_increase)})")  # fmt: skip
         rise = canary.fallback_rate - control.fallback_rate
-        if rise > cfg.max_fallback_rate_increase:
+        if rise > cfg.max_fallback_rate_increase + _EPS:
             breaches.append(f"fallback rate {_pct(canary.fallback_rate)} vs control "
                             f"{_pct(control.fallback_rate)} (+{_pct(rise)} > "
                             f"max +{_pct(cfg.max_fallback_rate_increase)})")  # fmt: skip
@@ -121,7 +124,7 @@ def evaluate(control: ArmHealth, canary: ArmHealth, tests: dict[str, MetricTest]
         if c99 is not None and k99 is not None and c99 > 0:
             ratio = k99 / c99
             values["p99_ratio"] = ratio
-            if ratio > cfg.max_p99_ratio and k99 - c99 > cfg.p99_slack_ms:
+            if ratio > cfg.max_p99_ratio + _EPS and k99 - c99 > cfg.p99_slack_ms:
                 breaches.append(f"p99 latency {k99:.1f} ms vs control {c99:.1f} ms (x{ratio:.2f} "
                                 f"> max x{cfg.max_p99_ratio:g})")  # fmt: skip
     if srm_p_value is not None and not math.isnan(srm_p_value) and srm_p_value < SRM_ALPHA:

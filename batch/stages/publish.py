@@ -67,7 +67,7 @@ def run(ctx: RunContext) -> dict[str, object]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         staging.rename(final)
-    served = _switch_or_canary(ctx, run_id)
+    served = switch_or_canary(ctx, run_id)
     log.info("published %s: CURRENT -> %s", final, served)
     if ctx.outputs.drift.profile.is_dir():  # published: a reference for the runs after it
         drift_store.keep_profile(ctx.artifacts, ctx.outputs.drift.profile, run_id,
@@ -80,7 +80,7 @@ def run(ctx: RunContext) -> dict[str, object]:
             "canary": run_id if served != run_id else None}
 
 
-def _switch_or_canary(ctx: RunContext, run_id: str) -> str:
+def switch_or_canary(ctx: RunContext, run_id: str) -> str:
     """publish.mode: switch CURRENT to the run (`switch`), or start its canary rollout at
     publish.canary_share (`canary`; docs/experiments.md), superseding a canary still running
     from an earlier night: tonight's run is the one to judge. The first run ever, with no
