@@ -189,10 +189,16 @@ def recsys_nightly() -> None:
         run_id = read_current(artifacts)
         if not run_id:
             raise RuntimeError(f"publish finished but {paths['artifacts']}/CURRENT is missing")
+        from shared.rollout import current as current_rollout
+
+        # publish.mode canary: tonight's run is a canary beside CURRENT (recsys_rollout's
+        # hourly check promotes or rolls it back); consumers see both.
+        canary = current_rollout(artifacts)
         published = {
             "run_id": run_id,
             "artifacts": paths["artifacts"],
             "run_date": run_date_of(context),
+            "canary": canary.run_id if canary else None,
         }
         # Consumers of the asset event learn which bundle is live without reading ART.
         context["outlet_events"][BUNDLE_ASSET].extra = published
