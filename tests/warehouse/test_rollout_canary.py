@@ -12,6 +12,7 @@ healthy one (the same model under a new run id) holds and is promoted.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,7 +136,8 @@ def test_a_broken_canary_is_rolled_back_by_the_check(art: Path, tmp_path: Path) 
 
     file = exp.load(art)
     assert file is not None and rollout.running(file) is None
-    assert file.experiment("canary-run-b").status == "stopped"  # type: ignore[union-attr]
+    stopped = file.experiment("canary-run-b")
+    assert stopped is not None and stopped.status == "stopped"
     audit = [json.loads(line) for line in (art / exp.AUDIT_FILE).read_text().splitlines()]
     assert audit[-1]["diff"] == ["canary-run-b: running -> stopped"]
     assert audit[-1]["reason"].startswith("rollout rolled_back: guardrail breached: CTR")
@@ -175,6 +177,17 @@ def test_a_healthy_canary_holds_then_is_promoted(art: Path, tmp_path: Path) -> N
     assert "CTR and play rate wait for 1000 users per arm" in held["reason"]
     assert read_current(art) == "run-a"
 
+    # Enough users, every guardrail held, but not for hold_hours yet.
+    holding = tmp_path / "holding.json"
+    holding.write_text(json.dumps({"rollout": {**CONFIG["rollout"], "hold_hours": 24}}))
+    second = cli("rollout", "check", "--artifacts", str(art), "--config", str(holding),
+                 "--auto-promote", "--json")  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    held = json.loads(second.stdout)
+    assert held["action"] == "check_passed"
+    assert held["reason"].startswith("guardrails held; held 0.0 h of 24 h"), held["reason"]
+    assert read_current(art) == "run-a"
+
     done = cli("rollout", "check", "--artifacts", str(art), "--config",
                str(tmp_path / "config.json"), "--auto-promote", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -182,10 +195,12 @@ def test_a_healthy_canary_holds_then_is_promoted(art: Path, tmp_path: Path) -> N
     assert outcome["action"] == "promoted", outcome["reason"]
     assert outcome["values"]["ctr"]["p_value"] > 0.01  # not significantly worse
     assert read_current(art) == "run-c"
-    assert [e["action"] for e in rollout.read_events(art)] == ["started", "check_passed", "promoted"]
+    assert [e["action"] for e in rollout.read_events(art)] == ["started", "check_passed", "check_passed",
+                                                         "promoted"]
     assert rollout.read_events(art)[-1]["values"]["previous_current"] == "run-a"
     file = exp.load(art)
-    assert file is not None and file.experiment("canary-run-c").status == "stopped"  # type: ignore[union-attr]
+    stopped = file.experiment("canary-run-c") if file is not None else None
+    assert stopped is not None and stopped.status == "stopped"
     con = duckdb.connect(str(warehouse_path(art)), read_only=True)
     try:  # rebuilt for what is served now, as a rollback does
         current = con.execute("SELECT run_id FROM runs WHERE is_current").fetchall()
@@ -199,7 +214,7 @@ def test_a_healthy_canary_holds_then_is_promoted(art: Path, tmp_path: Path) -> N
 def test_a_check_that_cannot_run_exits_10_and_decides_nothing(art: Path) -> None:
     build_bundle(art, "run-b", n_users=N_USERS, n_items=N_ITEMS, seed=1, publish=False)
     rollout.start(art, "run-b", 0.05)
-    env = {k: v for k, v in __import__("os").environ.items() if k != KEY_ENV}
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
     env[MODE_ENV] = "required"  # the rebuild refuses to run without the production key
     done = cli("rollout", "check", "--artifacts", str(art), env=env)
     assert done.returncode == 10, done.stderr
