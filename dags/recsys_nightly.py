@@ -189,11 +189,17 @@ def recsys_nightly() -> None:
         run_id = read_current(artifacts)
         if not run_id:
             raise RuntimeError(f"publish finished but {paths['artifacts']}/CURRENT is missing")
+        from shared.errors import RecsysError
         from shared.rollout import current as current_rollout
 
         # publish.mode canary: tonight's run is a canary beside CURRENT (recsys_rollout's
-        # hourly check promotes or rolls it back); consumers see both.
-        canary = current_rollout(artifacts)
+        # hourly check promotes or rolls it back); consumers see both. The bundle is
+        # published either way: an unreadable experiments file only hides the canary here.
+        try:
+            canary = current_rollout(artifacts)
+        except RecsysError as exc:
+            log.warning("cannot tell the running canary: %s", exc)
+            canary = None
         published = {
             "run_id": run_id,
             "artifacts": paths["artifacts"],
