@@ -142,3 +142,21 @@ def test_nightly_canary_mode_starts_a_rollout_instead_of_switching(tmp_path: Pat
     build_bundle(art, "run-4", publish=False)  # default switch mode: today's behaviour
     assert switch_or_canary(_ctx(art), "run-4") == "run-4"
     assert read_current(art) == "run-4"
+
+
+def test_the_history_is_strict_json_and_survives_a_torn_line(tmp_path: Path) -> None:
+    from batch.publish.warehouse_build import rollout_events_table
+
+    art = tmp_path / "art"
+    found = rollout.Rollout("canary-run-b", "run-b", 0.05)
+    rollout.record(art, found, "check_passed", "waiting", {"error_rate": {"canary": float("nan")}})
+    with rollout.events_path(art).open("a") as fh:
+        fh.write('{"ts": "2026-12-03T10:00:00+00:00", "run_id": "run-b", "act')  # a crash mid-append
+    assert json.loads(rollout.events_path(art).read_text().splitlines()[0])["values"] == {
+        "error_rate": {"canary": None}}
+    [event] = rollout.read_events(art)
+    assert (event["action"], event["reason"]) == ("check_passed", "waiting")
+    table = rollout_events_table(art).to_pylist()
+    assert [(r["action"], r["run_id"], json.loads(r["values"])) for r in table] == [
+        ("check_passed", "run-b", {"error_rate": {"canary": None}})]
+    assert table[0]["ts"].tzinfo is None  # naive UTC, like every warehouse timestamp
