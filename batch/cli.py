@@ -43,3 +43,10 @@ def register_experiment_report(app: typer.Typer) -> None:
     from shared.experiments_cli import experiment_app
 
     experiment_app.command("report")(report)
+    # The batch side of experiments also carries the rollout's: `promote` rebuilds the
+    # warehouse and `check` runs the statistics (shared has start/status/abort).
+    from batch.rollout.cli import check, promote
+    from shared.rollout_cli import rollout_app
+
+    rollout_app.command("promote")(promote)
+    rollout_app.command("check")(check)

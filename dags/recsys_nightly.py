@@ -189,10 +189,22 @@ def recsys_nightly() -> None:
         run_id = read_current(artifacts)
         if not run_id:
             raise RuntimeError(f"publish finished but {paths['artifacts']}/CURRENT is missing")
+        from shared.errors import RecsysError
+        from shared.rollout import current as current_rollout
+
+        # publish.mode canary: tonight's run is a canary beside CURRENT (recsys_rollout's
+        # hourly check promotes or rolls it back); consumers see both. The bundle is
+        # published either way: an unreadable experiments file only hides the canary here.
+        try:
+            canary = current_rollout(artifacts)
+        except RecsysError as exc:
+            log.warning("cannot tell the running canary: %s", exc)
+            canary = None
         published = {
             "run_id": run_id,
             "artifacts": paths["artifacts"],
             "run_date": run_date_of(context),
+            "canary": canary.run_id if canary else None,
         }
         # Consumers of the asset event learn which bundle is live without reading ART.
         context["outlet_events"][BUNDLE_ASSET].extra = published

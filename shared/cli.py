@@ -3,7 +3,7 @@
 The root app lives here; each side of the product adds its own commands through the
 `recsys.commands` entry point group (see pyproject.toml). An install without the batch
 extra therefore still gets `recsys serve`, `recsys sql`, `recsys warehouse` and
-`recsys experiment`, and this module never imports batch/ or online/ directly. Any command ending on a RecsysError
+`recsys experiment` and `recsys rollout start|status|abort`, and this module never imports batch/ or online/ directly. Any command ending on a RecsysError
 prints `error: <message>` and exits with the error's code (shared/errors.py).
 """
 
@@ -17,6 +17,7 @@ import typer
 
 from shared.cli_errors import RecsysGroup
 from shared.experiments_cli import register as register_experiments
+from shared.rollout_cli import register as register_rollout
 from shared.warehouse_cli import register as register_warehouse
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ def _load_plugins() -> None:
     register_warehouse(app)
     # Before the plugins: one of them may add a subcommand (report) to `recsys experiment`.
     register_experiments(app)
+    register_rollout(app)  # likewise: the batch side adds `promote` and `check` to it
     for ep in sorted(entry_points(group="recsys.commands"), key=lambda e: e.name):
         try:
             ep.load()(app)

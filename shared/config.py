@@ -172,6 +172,13 @@ class PublishConfig(_Frozen):
         description="warehouse: a feedback event without a matching request_id is credited to "
         "the latest request that showed its item to its user at most this long before it",
     )
+    # canary: the night's bundle is published beside CURRENT and served to canary_share of
+    # the users as a rollout (docs/experiments.md, "Canary rollouts"); the guardrail check
+    # promotes or rolls it back. The first run ever (no CURRENT) switches directly.
+    mode: Literal["switch", "canary"] = Field(
+        "switch", description="switch: CURRENT moves to the new run at once; canary: a rollout"
+    )
+    canary_share: float = Field(0.05, gt=0.0, lt=1.0, description="users the canary serves")
 
 
 DriftAction = Literal["warn", "fail", "off"]
@@ -274,6 +281,40 @@ class DriftConfig(_Frozen):
         return ResolvedCheck(threshold=threshold, action=action)
 
 
+class RolloutConfig(_Frozen):
+    """Guardrails of a canary rollout (`recsys rollout check`; docs/experiments.md). The rate
+    limits are absolute increases of the canary over control (0.02 = 2 percentage points)."""
+
+    max_error_rate_increase: float = Field(
+        0.005, ge=0.0, le=1.0, description="requests answered after a model error (fallback "
+        "reason containing 'error')",
+    )
+    max_fallback_rate_increase: float = Field(
+        0.02, ge=0.0, le=1.0, description="requests answered by a fallback (any fallback_reason)"
+    )
+    max_p99_ratio: float = Field(1.5, ge=1.0, description="canary p99 latency / control p99")
+    p99_slack_ms: float = Field(
+        20.0, ge=0.0, description="a p99 within this many ms of control's never breaches: "
+        "a ratio of two sub-millisecond tails is noise",
+    )
+    min_requests: int = Field(
+        200, ge=1, description="requests each arm needs before the rate and latency guardrails "
+        "are judged (3 fallbacks in 10 requests is not a rate)",
+    )
+    min_users: int = Field(
+        500, ge=2, description="users each arm needs before CTR and play rate are tested, and "
+        "before a promotion",
+    )
+    alpha: float = Field(
+        0.01, gt=0.0, lt=0.5, description="one-sided level of 'canary CTR / play rate is worse'; "
+        "strict because the check looks again every hour",
+    )
+    hold_hours: float = Field(
+        24.0, ge=0.0, description="hours since the start the guardrails must have held before "
+        "`check --auto-promote` promotes",
+    )
+
+
 class PipelineConfig(_Frozen):
     validation: ValidationConfig = ValidationConfig()
     events: EventsConfig = EventsConfig()
@@ -284,6 +325,7 @@ class PipelineConfig(_Frozen):
     ranker: RankerConfig = RankerConfig()
     publish: PublishConfig = PublishConfig()
     drift: DriftConfig = DriftConfig()
+    rollout: RolloutConfig = RolloutConfig()
     spark_master: str = "local[*]"
     spark_driver_memory: str = "6g"
     shuffle_partitions: int = 4

@@ -16,6 +16,7 @@ when it ends a command, so a scheduler can branch on the code instead of on mess
 | 7 | StageFailed | a stage run as a child process failed (the orchestrator's view) |
 | 8 | WarehouseUnavailable | the warehouse file is missing or another process holds it (nothing was done; a later try may succeed) |
 | 9 | InputDriftFailed | an input drift check whose action is `fail` breached: the run stops before publish (a verdict: do not retry) |
+| 10 | RolloutCheckFailed | `recsys rollout check` could not measure the canary (warehouse, bundle or log unreadable): nothing was decided; retry (a rollback it decides is a success, exit 0) |
 
 Every `recsys` command ends a RecsysError the same way (shared/cli_errors.py): `error:
 <message>` on stderr, then this exit code; anything else is a bug and keeps its traceback.
@@ -79,6 +80,13 @@ class InputDriftFailed(RecsysError):
     exit_code = 9
 
 
+class RolloutCheckFailed(RecsysError):
+    """The canary's guardrail check could not run (docs/experiments.md, "Canary rollouts").
+    Its own code, so a scheduler retries it and pages; a rollback it decided is exit 0."""
+
+    exit_code = 10
+
+
 class ModelError(RecsysError):
     """The re-ranker failed on a request; the caller falls back to the precomputed list."""
 
@@ -120,7 +128,7 @@ EXIT_CODES: dict[str, int] = {
     cls.__name__: cls.exit_code
     for cls in (RecsysError, UsageError, QualityGateFailed, DataContractError,
                 QuarantineThresholdExceeded, BundleError, StageFailed, WarehouseUnavailable,
-                InputDriftFailed)
+                InputDriftFailed, RolloutCheckFailed)
 }
 
 

@@ -318,10 +318,12 @@ def _write_lock(artifacts: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def write(artifacts: Path, new: ExperimentsFile, who: str | None = None) -> ExperimentsFile:
+def write(artifacts: Path, new: ExperimentsFile, who: str | None = None,
+          reason: str | None = None) -> ExperimentsFile:  # fmt: skip
     """Write `new` as ART/experiments.json with version = the current one + 1 (atomically:
     tmp, fsync, rename, so the service never reads half a file), then append an audit line
-    {ts, version, who, diff}. Returns what was written."""
+    {ts, version, who, diff} (+ `reason` when given: why an automated writer, such as the
+    rollout guardrail check, changed the file). Returns what was written."""
     artifacts.mkdir(parents=True, exist_ok=True)
     who = who or os.environ.get("USER") or "unknown"
     with _write_lock(artifacts):
@@ -342,6 +344,8 @@ def write(artifacts: Path, new: ExperimentsFile, who: str | None = None) -> Expe
             "who": who,
             "diff": diff_summary(old, written),
         }
+        if reason:
+            entry["reason"] = reason
         with (artifacts / AUDIT_FILE).open("a") as fh:  # append-only: never rewritten
             fh.write(json.dumps(entry) + "\n")
             fh.flush()

@@ -19,6 +19,7 @@ from shared import experiments
 from shared.bundle import (
     RUNS_DIR,
     accepted_runs,
+    load_manifest,
     read_current,
     run_dir,
     verify_bundle,
@@ -70,19 +71,28 @@ def rollback(artifacts: Path, to: str | None = None) -> str:
         to = older[-1]
     if to not in runs:
         raise BundleError(f"run {to!r} is not on disk; available: {runs}")
-    manifest = verify_bundle(run_dir(artifacts, to))
+    verify_bundle(run_dir(artifacts, to))
     write_current(artifacts, to)
     # Analysts must see what is served: rebuild the warehouse for the restored run.
+    rebuild_warehouse(artifacts, to)
+    return to
+
+
+def rebuild_warehouse(artifacts: Path, run_id: str) -> Path:
+    """Rebuild the warehouse for the served run `run_id` from the logs as they are now
+    (rollback, a canary's promotion, the rollout check), with the settings it was published
+    with: its manifest keeps the config."""
+    manifest = load_manifest(run_dir(artifacts, run_id))
     clean = RunOutputs(work_dir(artifacts, manifest.run_date)).validate.clean
-    # The attribution window the restored run was published with (its manifest keeps the
-    # config); bundles older than the setting get the default.
+    # The attribution window the run was published with; bundles older than the setting
+    # get the default.
     publish_config = manifest.extra.get("config", {}).get("publish", {})
     window = publish_config.get("attribution_window_minutes",
                                 warehouse_build.DEFAULT_ATTRIBUTION_WINDOW_MINUTES)  # fmt: skip
     # The event log it read: a bundle published with events.path set reads that one.
     event_log = manifest.extra.get("config", {}).get("events", {}).get("path")
-    warehouse_build.rebuild(artifacts, to, clean, int(window), Path(event_log) if event_log else None)
-    return to
+    return warehouse_build.rebuild(artifacts, run_id, clean, int(window),
+                                   Path(event_log) if event_log else None)  # fmt: skip
 
 
 def prune_work(artifacts: Path, retention_days: int) -> list[str]:

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from batch.drift import store as drift_store
 from shared import bundle_layout as layout
 from shared import events as feedback_events
-from shared import request_log
+from shared import request_log, rollout
 from shared.bundle import RUNS_DIR, BundleManifest, load_manifest, run_dir
 from shared.privacy import load_key, pseudonyms
 from shared.warehouse import analyst_warehouse_path, warehouse_path
@@ -70,6 +70,13 @@ RUNS_SCHEMA = pa.schema(
 METRICS_SCHEMA = pa.schema(
     [("run_id", pa.string()), ("list", pa.string()), ("metric", pa.string()),
      ("value", pa.float64())]
+)  # fmt: skip
+
+# ART/history/rollout_events.jsonl (shared/rollout.py): what each canary rollout did and why.
+ROLLOUT_EVENTS_SCHEMA = pa.schema(
+    [("ts", pa.timestamp("us")), ("run_id", pa.string()), ("experiment", pa.string()),
+     ("action", pa.string()), ("reason", pa.string()), ("values", pa.string()),  # JSON
+     ("who", pa.string())]
 )  # fmt: skip
 
 # Analyst tables: SQL over the raw tables ({m}) and the user_keys map ({r}). The same text
@@ -103,6 +110,8 @@ ANALYST_SQL: dict[str, str] = {
     "runs": "SELECT * FROM {m}.runs",
     "metrics": "SELECT * FROM {m}.metrics",
     "drift": "SELECT * FROM {m}.drift",
+    # Operators' names and run ids only: no end-user id to pseudonymise.
+    "rollout_events": "SELECT * FROM {m}.rollout_events",
     "served_requests": (
         "SELECT s.request_id, s.ts, k.user_key, s.* EXCLUDE (request_id, ts, user_id) "
         "FROM {m}.served_requests s LEFT JOIN {r}.user_keys k USING (user_id)"
@@ -155,6 +164,7 @@ class WarehouseInputs:
     runs: pa.Table = field(default_factory=RUNS_SCHEMA.empty_table)
     metrics: pa.Table = field(default_factory=METRICS_SCHEMA.empty_table)
     drift: pa.Table = field(default_factory=drift_store.DRIFT_SCHEMA.empty_table)
+    rollout_events: pa.Table = field(default_factory=ROLLOUT_EVENTS_SCHEMA.empty_table)
     current_run: str | None = None
 
 
@@ -189,6 +199,7 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
         runs=runs,
         metrics=metrics,
         drift=drift_history(artifacts),
+        rollout_events=rollout_events_table(artifacts),
         current_run=run_id,
     )
     build(inputs, warehouse_path(artifacts), analyst_warehouse_path(artifacts),
@@ -333,6 +344,9 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
     con.execute("CREATE TABLE metrics AS SELECT * FROM src_metrics")
     con.register("src_drift", inputs.drift.cast(drift_store.DRIFT_SCHEMA))
     con.execute('CREATE TABLE drift AS SELECT * FROM src_drift ORDER BY run_date, run_id, "check"')
+    con.register("src_rollout", inputs.rollout_events.cast(ROLLOUT_EVENTS_SCHEMA))
+    con.execute("CREATE TABLE rollout_events AS SELECT ts, run_id, experiment, action, reason, "
+                '"values"::JSON AS "values", who FROM src_rollout ORDER BY ts')  # fmt: skip
     _served(con, inputs.served)
 
 
@@ -550,6 +564,18 @@ def update_history(artifacts: Path) -> tuple[pa.Table, pa.Table]:
         pq.write_table(table, tmp)
         os.replace(tmp, history / name)
     return runs, metrics
+
+
+def rollout_events_table(artifacts: Path) -> pa.Table:
+    """ART/history/rollout_events.jsonl as a table (naive UTC timestamps, values as JSON)."""
+    rows = []
+    for e in rollout.read_events(artifacts):
+        ts = dt.datetime.fromisoformat(str(e["ts"]))
+        rows.append({"ts": ts.astimezone(dt.UTC).replace(tzinfo=None) if ts.tzinfo else ts,
+                     "run_id": e.get("run_id"), "experiment": e.get("experiment"),
+                     "action": e["action"], "reason": e.get("reason"),
+                     "values": json.dumps(e.get("values") or {}), "who": e.get("who")})  # fmt: skip
+    return pa.Table.from_pylist(rows, schema=ROLLOUT_EVENTS_SCHEMA)
 
 
 def drift_history(artifacts: Path) -> pa.Table:

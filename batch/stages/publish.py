@@ -1,4 +1,5 @@
-"""Stage `publish`: one versioned bundle, switched to atomically (see batch/publish/)."""
+"""Stage `publish`: one versioned bundle, switched to atomically (see batch/publish/), or
+started as a canary rollout beside CURRENT with `publish.mode: canary`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from batch.context import RunContext, code_version, read_json
 from batch.drift import store as drift_store
 from batch.publish import bundle_writer, warehouse_build
 from batch.publish.release import prune_runs
-from shared.bundle import RUNS_DIR, IndexInfo, run_dir, verify_bundle, write_current
+from shared import rollout
+from shared.bundle import RUNS_DIR, IndexInfo, read_current, run_dir, verify_bundle, write_current
 from shared.bundle_writer import BundleWriter
 from shared.errors import BundleError
 from shared.privacy import load_key
@@ -65,16 +67,36 @@ def run(ctx: RunContext) -> dict[str, object]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         staging.rename(final)
-    write_current(ctx.artifacts, run_id)
-    log.info("published %s: CURRENT -> %s", final, run_id)
+    served = switch_or_canary(ctx, run_id)
+    log.info("published %s: CURRENT -> %s", final, served)
     if ctx.outputs.drift.profile.is_dir():  # published: a reference for the runs after it
         drift_store.keep_profile(ctx.artifacts, ctx.outputs.drift.profile, run_id,
                                  max(ctx.config.drift.keep_profiles, ctx.config.drift.window_runs))
-    warehouse_build.rebuild(ctx.artifacts, run_id, ctx.outputs.validate.clean,
+    warehouse_build.rebuild(ctx.artifacts, served, ctx.outputs.validate.clean,
                             ctx.config.publish.attribution_window_minutes,
                             feedback.log_dir(ctx.config.events, ctx.artifacts))
     removed = prune_runs(ctx.artifacts, ctx.config.publish.keep_runs)
-    return {"run_id": run_id, "bundle": str(final), "pruned": removed}
+    return {"run_id": run_id, "bundle": str(final), "pruned": removed, "current": served,
+            "canary": run_id if served != run_id else None}
+
+
+def switch_or_canary(ctx: RunContext, run_id: str) -> str:
+    """publish.mode: switch CURRENT to the run (`switch`), or start its canary rollout at
+    publish.canary_share (`canary`; docs/experiments.md), superseding a canary still running
+    from an earlier night: tonight's run is the one to judge. The first run ever, with no
+    CURRENT to compare against, and a rerun of the live run switch directly. Returns the
+    run CURRENT serves afterwards."""
+    live = read_current(ctx.artifacts)
+    if ctx.config.publish.mode == "switch" or live is None or live == run_id:
+        write_current(ctx.artifacts, run_id)
+        return run_id
+    with rollout.lock(ctx.artifacts):
+        previous = rollout.current(ctx.artifacts)
+        if previous is not None:
+            rollout.stop(ctx.artifacts, previous, "aborted",
+                         f"superseded by the canary of run {run_id}", who="publish")  # fmt: skip
+    rollout.start(ctx.artifacts, run_id, ctx.config.publish.canary_share, who="publish")
+    return live
 
 
 def _iso(epoch: object) -> str:

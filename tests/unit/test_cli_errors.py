@@ -28,6 +28,7 @@ from shared.errors import (
     QualityGateFailed,
     QuarantineThresholdExceeded,
     RecsysError,
+    RolloutCheckFailed,
     StageFailed,
     UsageError,
     WarehouseUnavailable,
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _errors() -> list[RecsysError]:
     return [RecsysError("x"), UsageError("x"), QualityGateFailed("x"), DataContractError("x"),
             QuarantineThresholdExceeded("x"), BundleError("x"), StageFailed("s", 1, ["x"]),
-            WarehouseUnavailable("x"), InputDriftFailed("x")]  # fmt: skip
+            WarehouseUnavailable("x"), InputDriftFailed("x"), RolloutCheckFailed("x")]  # fmt: skip
 
 
 def test_the_table_has_every_error_with_a_distinct_code() -> None:
