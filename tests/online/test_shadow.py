@@ -21,7 +21,7 @@ from shared.parquet_log import part_files
 from shared.rank_overlap import overlap
 from shared.shadow_log import log_dir
 from tests.online.bundle_factory import build_bundle
-from tests.online.conftest import make_app, recommend
+from tests.online.conftest import make_app
 
 USERS = [f"u{n}" for n in range(39)]
 
