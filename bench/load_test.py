@@ -14,6 +14,10 @@ With `--realtime` the two servers are real-time off and real-time on (SQLite, ev
 user holding 20 recent plays and 3 dislikes in ART/runtime/realtime.sqlite3), same code
 (this checkout, or --code's), and the per-request cost of the store is the difference;
 the ratios also go to bench/results/realtime/<date>.json.
+With `--experiment` the two servers are no experiments file vs a two-arm 50/50 experiment
+whose treatment arm serves a second bundle (a clone of the bench bundle published under
+another run id), same code and artifacts; only ping and the full path are measured, and the
+ratios (throughput, latency, RSS/PSS per worker) go to bench/results/experiments_overhead.md.
 With `--code OTHER_CHECKOUT` a second server runs that checkout's code on its own copy of the
 same bundle and every phase alternates between the two: old and new code side by side in
 one run, under the same load on the machine.
@@ -55,6 +59,8 @@ from shared.service_process import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 REALTIME_LABELS = ("realtime off", "realtime sqlite")
+EXPERIMENT_LABELS = ("no experiment", "two-arm experiment")
+ARM_RUN = "bench-arm"
 RELOAD_PHASE = "full path, bundle republished during the phase"
 
 
@@ -150,6 +156,72 @@ def realtime_ratios(
     return out
 
 
+def declare_experiment(art: Path) -> None:
+    """A clone of the served bundle as ARM_RUN (CURRENT unchanged) and a running 50/50
+    experiment whose treatment arm serves it: every worker holds both bundles."""
+    from bundle_clone import _copy_run
+
+    from shared import experiments as exp
+    from shared.bundle import current_bundle, run_dir
+
+    _copy_run(current_bundle(art), run_dir(art, ARM_RUN), ARM_RUN)
+    exp.write(art, exp.ExperimentsFile.model_validate({"experiments": [{
+        "name": "bench-canary", "layer": "ranking", "salt": "bench-canary-1",
+        "status": "running", "arms": [
+            {"name": "control", "share": 0.5},
+            {"name": "canary", "share": 0.5, "treatment": {"bundle": ARM_RUN}}]}]}))  # fmt: skip
+
+
+def _arm_answers(port: int) -> dict[str, float]:
+    """Requests per arm the server's workers served (the experiment really split them)."""
+    text = get(port, "/metrics")[1].decode()
+    out: dict[str, float] = {}
+    for labels, v in re.findall(r"recsys_experiment_assigned_total\{([^}]*)\} ([\d.e+]+)", text):
+        arm = dict(re.findall(r'(\w+)="([^"]*)"', labels)).get("arm", "?")
+        out[arm] = out.get(arm, 0.0) + float(v)
+    return out
+
+
+def experiment_report(
+    saturation: dict[str, dict[str, dict[str, Any]]],
+    fixed: dict[str, dict[str, dict[str, Any]]],
+    memory: dict[str, list[dict[str, Any]]],
+    arms: dict[str, dict[str, float]],
+    load: tuple[tuple[float, ...], tuple[float, ...]],
+) -> dict[str, Any]:
+    """Experiment vs none, side by side: wrk full path and ping, memory per worker."""
+    off, on = EXPERIMENT_LABELS
+    full, ping = "full path /v1/recommendations", "trivial GET /v1/ping"
+    out: dict[str, Any] = {"command": " ".join(["bench/load_test.py", *sys.argv[1:]]),
+                           "load_before": load[0], "load_after": load[1],
+                           "arms_served": arms, "saturation": {}, "fixed_rate": {},
+                           "memory": {}}  # fmt: skip
+    for name in (full, ping):
+        if name in saturation.get(on, {}):
+            a, b = saturation[on][name], saturation[off][name]
+            out["saturation"][name] = {
+                "off": {k: b[k] for k in ("rps", "p50", "p99", "p999")},
+                "on": {k: a[k] for k in ("rps", "p50", "p99", "p999")},
+                "rps_ratio_on_off": round(a["rps"] / b["rps"], 3) if b["rps"] else None,
+                "rounds_off": b["rounds"], "rounds_on": a["rounds"],
+            }
+        a, b = fixed[on][name], fixed[off][name]
+        out["fixed_rate"][name] = {"off": {k: b[k] for k in ("p50", "p99", "p999")},
+                                   "on": {k: a[k] for k in ("p50", "p99", "p999")}}  # fmt: skip
+    for label in EXPERIMENT_LABELS:
+        workers = memory[label]
+        out["memory"][label] = {
+            "workers": workers,
+            "rss_mib": float(np.median([w["rss_mib"] for w in workers])),
+            "pss_mib": float(np.median([w["pss_mib"] for w in workers])),
+            "anon_mib": float(np.median([w["anon_mib"] for w in workers])),
+        }
+    m_on, m_off = out["memory"][on], out["memory"][off]
+    out["memory_ratio_on_off"] = {k: round(m_on[k] / m_off[k], 3)
+                                  for k in ("rss_mib", "pss_mib", "anon_mib")}  # fmt: skip
+    return out
+
+
 def _reloads(port: int) -> float:
     """Bundles loaded by the server's workers so far (every worker loads each one)."""
     text = get(port, "/metrics")[1].decode()
@@ -199,6 +271,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.md")
     parser.add_argument("--realtime", action="store_true",
                         help="two servers: real-time store off vs on (SQLite, users with state)")
+    parser.add_argument("--experiment", action="store_true",
+                        help="two servers: no experiments file vs a two-arm two-bundle experiment")
     args = parser.parse_args()
 
     work, given = bench_artifacts(args.artifacts)
@@ -215,6 +289,11 @@ def main() -> None:
         codes = {label: code for label in REALTIME_LABELS}
         envs = {REALTIME_LABELS[0]: {"RECSYS_REALTIME": "off"},
                 REALTIME_LABELS[1]: {"RECSYS_REALTIME": "sqlite"}}  # fmt: skip
+    if args.experiment:
+        codes = {label: None if args.code is None else args.code.resolve()
+                 for label in EXPERIMENT_LABELS}  # fmt: skip
+        if args.out == parser.get_default("out"):
+            args.out = ROOT / "bench" / "results" / "experiments_overhead-phases.md"
     load_before, uptime_before = os.getloadavg(), _uptime()
     servers: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
     try:
@@ -222,6 +301,8 @@ def main() -> None:
             art = scratch_artifacts(given, work / f"art-{len(servers)}")
             if envs.get(label, {}).get("RECSYS_REALTIME") == "sqlite":
                 seed_realtime(art, known_users(bundle))
+            if args.experiment and label == EXPERIMENT_LABELS[1]:
+                declare_experiment(art)
             port = free_port()
             log = work / f"server-{len(servers)}.log"
             servers[label] = (start_server(art, port, args.workers, log, code,
@@ -236,6 +317,8 @@ def main() -> None:
                                                    False),
             RELOAD_PHASE: ("POST", "/v1/recommendations", bodies["full"], True),
         }  # fmt: skip
+        if args.experiment:  # what the experiment changes: the full path (ping: the control)
+            phases = {k: phases[k] for k in list(phases)[:2]}
         fixed: dict[str, dict[str, dict[str, Any]]] = {label: {} for label in servers}
         for name, phase in phases.items():  # phase by phase, alternating the servers
             for label, (_, port, art) in servers.items():
@@ -254,6 +337,7 @@ def main() -> None:
                 saturation[label][name] = median_round(runs)
         memory = {label: worker_memory(proc.pid) for label, (proc, _, _) in servers.items()}
         lookups = {label: _lookups(port) for label, (_, port, _) in servers.items()}
+        arms = {label: _arm_answers(port) for label, (_, port, _) in servers.items()}
     finally:
         for proc, _, _ in servers.values():
             proc.send_signal(signal.SIGTERM)
@@ -272,6 +356,12 @@ def main() -> None:
         merged["load_test"] = ratios
         out.write_text(json.dumps(merged, indent=2) + "\n")
         print(json.dumps(ratios, indent=2))
+    if args.experiment:
+        overhead = experiment_report(saturation, fixed, memory, arms, (load_before, load_after))
+        out = ROOT / "bench" / "results" / "experiments_overhead.json"
+        out.write_text(json.dumps(overhead, indent=2) + "\n")
+        print(json.dumps({k: v for k, v in overhead.items() if k != "memory"}, indent=2))
+        print(json.dumps(overhead["memory_ratio_on_off"]))
     shutil.rmtree(work, ignore_errors=True)
 
 

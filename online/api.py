@@ -27,8 +27,9 @@ from online.schemas import (
     SimilarQuery,
 )
 from online.service import get_service, require_bundle, took_ms
+from online.shadow import ShadowJob
 from shared.errors import ApiError, ExperimentsError
-from shared.experiments import Assignment, Treatment, merged_treatment
+from shared.experiments import Assignment, Shadow, Treatment, merged_treatment
 from shared.request_log import ServedRequest
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
@@ -113,6 +114,9 @@ class _Arms:
     assignments: list[Assignment]
     treatment: Treatment
     bundle: LoadedBundle
+    # The served file's shadow and the bundles it held (from the same snapshot).
+    shadow: Shadow | None = None
+    held: dict[str, LoadedBundle] | None = None
 
 
 def _forced_arms() -> dict[str, str] | None:
@@ -142,12 +146,14 @@ def _arms(unit: str) -> _Arms:
     experiments = get_service().experiments
     assignments: list[Assignment] = []
     held: dict[str, LoadedBundle] = {}
+    shadow: Shadow | None = None
     if experiments is not None:
         try:
             assignments, snapshot = experiments.assign(unit, forced)
         except ExperimentsError as exc:
             raise ApiError(422, str(exc), ARM_HEADER) from None
         held = dict(snapshot.bundles)
+        shadow = snapshot.file.shadow if snapshot.file is not None else None
     elif forced:
         raise ApiError(422, "no experiment runs on this server", ARM_HEADER)
     treatment = merged_treatment(assignments)
@@ -156,7 +162,7 @@ def _arms(unit: str) -> _Arms:
         bundle = held.get(treatment.bundle)
         if bundle is None:  # cannot happen for an accepted file; counted if it ever does
             metrics.EXPERIMENT_UNAPPLIED.labels("bundle").inc()
-    return _Arms(assignments, treatment, bundle or require_bundle())
+    return _Arms(assignments, treatment, bundle or require_bundle(), shadow, held)
 
 
 def _answer(user_id: str, answer: Answer, bundle: str, arms: _Arms) -> dict[str, Any]:
@@ -265,7 +271,34 @@ def recommendations() -> dict[str, Any]:
     arms = _arms(body.assignment_id or body.user_id)
     query = _query(body, body.exclude_item_ids, arms.treatment)
     answer = get_service().recommender.recommend(arms.bundle, query, started=g.t0)
-    return _respond(body.user_id, answer, arms, "recommend")
+    out = _respond(body.user_id, answer, arms, "recommend")
+    _shadow(arms, query, answer, out)
+    return out
+
+
+def _shadow(arms: _Arms, query: Query, answer: Answer, out: dict[str, Any]) -> None:
+    """Hand a sampled request to the worker's shadow runner (online/shadow.py). After the
+    answer is built, and whatever happens here the answer is sent unchanged."""
+    runner = get_service().shadow
+    if runner is None or not runner.sampled(arms.shadow):
+        return
+    try:
+        assert arms.shadow is not None  # sampled() is False without one
+        run_id = arms.shadow.bundle
+        bundle = arms.bundle if run_id is None else (arms.held or {}).get(run_id)
+        if bundle is None:  # cannot happen for an accepted file (its bundles are held)
+            raise LookupError(f"shadow bundle {run_id!r} is not held")
+        job = ShadowJob(
+            request_id=out["request_id"], ts=dt.datetime.now(dt.UTC), shadow=arms.shadow,
+            query=query, bundle=bundle, served_bundle=arms.bundle.run_id,
+            served_scorer=answer.scorer,
+            served_items=tuple(str(it["item_id"]) for it in answer.items),
+            answered_at=time.perf_counter(),
+        )  # fmt: skip
+        runner.offer(job, float(out["took_ms"]))
+    except Exception:  # shadow work never fails a request
+        metrics.SHADOW.labels("error").inc()
+        log.exception("shadow hand-off failed; the request is answered as it was")
 
 
 @bp.post("/rerank")

@@ -23,9 +23,12 @@ from online.json_provider import OrjsonProvider
 from online.realtime import open_store
 from online.recommend import Recommender
 from online.service import EXTENSION, Service
+from online.shadow import ShadowRunner
 from shared.events import EventLogWriter, event_log_dir
 from shared.parquet_log import ParquetLogWriter
 from shared.request_log import RequestLogWriter, log_dir
+from shared.shadow_log import ShadowLogWriter
+from shared.shadow_log import log_dir as shadow_log_dir
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +72,15 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
                               config.request_log)  # fmt: skip
     event_log = _log_writer(EventLogWriter, event_log_dir(config.artifacts), "events", config,
                             config.event_log)  # fmt: skip
+    shadow_log = _log_writer(ShadowLogWriter, shadow_log_dir(config.artifacts), "shadow", config,
+                             config.shadow_log)  # fmt: skip
     store = BundleStore(config)
     experiments = ExperimentStore(config, store)
     store.add_reload_hook(experiments.refresh)  # same cadence as CURRENT (docs/experiments.md)
     service = Service(config, store, Recommender(config), request_log,
                       realtime=open_store(config), event_log=event_log,
-                      experiments=experiments)  # fmt: skip
+                      experiments=experiments,
+                      shadow=ShadowRunner(config, shadow_log))  # fmt: skip
     app.extensions[EXTENSION] = service
 
     for module in (api, events, health, admin, metrics, openapi, ui):

@@ -103,6 +103,17 @@ class ServiceConfig(BaseModel):
     realtime_ttl_seconds: float = Field(
         3 * 86400.0, gt=0.0, description="how long a recent item or exclusion lasts"
     )
+    # Shadow scoring (online/shadow.py, docs/experiments.md): the shadow's own threads and
+    # queue per worker, and the request time past which a request is not shadowed.
+    shadow_threads: int = Field(1, ge=1, le=16, description="shadow ranking threads per worker")
+    shadow_queue_size: int = Field(
+        32, ge=1, le=10_000, description="shadow jobs waiting per worker; past it they are dropped"
+    )
+    shadow_max_budget_share: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="a request that used more than this share of budget_ms is not shadowed",
+    )
+    shadow_log: bool = Field(True, description="write ART/shadow_log Parquet files")
     # Serve the popular list to everyone (the simulator's and experiments' baseline arm).
     popular_only: bool = False
 

@@ -34,7 +34,10 @@ class StageCosts:
     decays until the stage is tried again, instead of locking the worker into the fallback.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, observe: bool = True) -> None:
+        # observe=False: estimates only, no histogram (the shadow's own costs must not show
+        # as the service's stages).
+        self._observe = observe
         self._samples: dict[str, deque[float]] = {}
         self._estimate: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -49,6 +52,8 @@ class StageCosts:
             window.append(seconds)
             # statistics.median on <= 32 floats: ~2 µs, where np.median costs ~50 µs.
             self._estimate[stage] = statistics.median(window)
+            if not self._observe:
+                return
             histogram = self._histograms.get(stage)
             if histogram is None:
                 histogram = self._histograms[stage] = metrics.STAGE_SECONDS.labels(stage)

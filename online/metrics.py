@@ -102,6 +102,13 @@ EXPERIMENT_UNAPPLIED = Counter(
     "recsys_experiment_unapplied_total", "Arm settings served with the default instead",
     ["setting"],
 )
+# Shadow scoring (online/shadow.py): per sampled request, ranked by the shadow (scored),
+# dropped because the worker's shadow queue was full or the request had used most of its
+# budget, or the shadow raised (error). Never on the response path.
+SHADOW = Counter("recsys_shadow_total", "Shadow-sampled requests by outcome", ["outcome"])
+SHADOW_SECONDS = Histogram(
+    "recsys_shadow_seconds", "Shadow ranking time (off the request path)", buckets=_BUCKETS
+)
 BUNDLE_INFO = Gauge(
     "recsys_bundle_info",
     "1 for the bundle (and scorer) each live worker serves",

@@ -65,9 +65,15 @@ class _Resolved:
 
 
 class Recommender:
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, observe: bool = True) -> None:
+        """observe=False (the shadow's recommender, online/shadow.py): the same ranking, but
+        its answers, fallbacks and stage times count in no service metric, its stage costs
+        are its own (a shadow must not move serving's budget estimates) and it neither reads
+        nor fills the bundle's scored-candidate cache (its latency is the ranking's own, and
+        it evicts nothing serving cached)."""
         self.config = config
-        self.costs = StageCosts()
+        self.observe = observe
+        self.costs = StageCosts(observe)
         # Arms' scorers per bundle, built on first use and dropped with their bundle; None
         # records a scorer the bundle cannot run (served with its own, counted).
         self._variants: weakref.WeakKeyDictionary[LoadedBundle, dict[str, Scorer | None]] = (
@@ -94,7 +100,8 @@ class Recommender:
                                          "error": str(exc)})  # fmt: skip
         found = per_bundle[name]
         if found is None:
-            metrics.EXPERIMENT_UNAPPLIED.labels("scorer").inc()
+            if self.observe:
+                metrics.EXPERIMENT_UNAPPLIED.labels("scorer").inc()
             return bundle.scorer
         return found
 
@@ -137,7 +144,8 @@ class Recommender:
                 scores = scorer.score(inputs)
             except ModelError:
                 return "model_error"
-        metrics.SCORED.labels(scorer.name).inc()
+        if self.observe:
+            metrics.SCORED.labels(scorer.name).inc()
         return np.asarray(scores, dtype=np.float32)
 
     def _budget(self, started: float | None) -> Budget:
@@ -166,7 +174,7 @@ class Recommender:
             pass  # an arm without re-rank: the precomputed list (not a fallback)
         elif r.vector is None:
             reasons.append("unknown_user")
-        elif (hit := scored_cache.get(key)) is not None:
+        elif self.observe and (hit := scored_cache.get(key)) is not None:
             outcome = hit  # same bundle, user and context: the same candidates and scores
         elif not budget.allows("candidates"):
             reasons.append("budget_exceeded:candidates")
@@ -189,7 +197,8 @@ class Recommender:
                 reasons.append(scored)
             else:
                 outcome = (items, scored, masks)
-                scored_cache.put(key, outcome)
+                if self.observe:
+                    scored_cache.put(key, outcome)
         served_by = "rerank"
         scorer_name = scorer.name if scorer else None
         if outcome is None:
@@ -197,9 +206,10 @@ class Recommender:
             outcome, served_by = self._fallback_list(bundle, r, reasons)
         with Stage(self.costs, "rules"):
             rows = self._apply_rules(bundle, r, q.k, *outcome, diversity=q.diversity)
-        metrics.SERVED.labels("recommendations", served_by).inc()
-        for reason in reasons:
-            metrics.FALLBACKS.labels(reason).inc()
+        if self.observe:
+            metrics.SERVED.labels("recommendations", served_by).inc()
+            for reason in reasons:
+                metrics.FALLBACKS.labels(reason).inc()
         return Answer(rows, served_by, scorer_name, reasons)
 
     def _fallback_list(

@@ -13,6 +13,7 @@ from online.config import ServiceConfig
 from online.experiments import ExperimentStore
 from online.realtime import RealtimeStore
 from online.recommend import Recommender
+from online.shadow import ShadowRunner
 from shared.errors import ApiError
 from shared.events import EventLogWriter
 from shared.request_log import RequestLogWriter
@@ -33,9 +34,13 @@ class Service:
     event_log: EventLogWriter | None = None
     # ART/experiments.json and its arms' bundles (None: no experiments on this app).
     experiments: ExperimentStore | None = None
+    # Shadow scoring's threads, queue and log (online/shadow.py; None: off on this app).
+    shadow: ShadowRunner | None = None
 
     def close(self) -> None:
         """Write what the logs still hold and close the store (worker exit)."""
+        if self.shadow is not None:
+            self.shadow.close()  # its threads stop first, then its log is written
         for writer in (self.request_log, self.event_log):
             if writer is not None:
                 writer.close()

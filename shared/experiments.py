@@ -121,9 +121,32 @@ class Experiment(_Strict):
         return next((a for a in self.arms if a.name == name), None)
 
 
+# A share of 5 %: enough requests for a daily overlap per shadow, little extra CPU.
+DEFAULT_SHADOW_SHARE = 0.05
+
+
+class Shadow(_Strict):
+    """A candidate ranked beside serving, off the response path (docs/experiments.md,
+    Shadow scoring): for `share` of the requests the service also ranks the request with
+    this bundle and/or scorer and logs how far the two lists agree; users never see it."""
+
+    bundle: RunId | None = Field(None, description="a published run id to rank with")
+    scorer: ScorerName | None = Field(None, description="a scorer to rank with")
+    share: float = Field(DEFAULT_SHADOW_SHARE, ge=0.0, le=1.0,
+                         description="share of requests ranked by the shadow too")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _check(self) -> Shadow:
+        if self.bundle is None and self.scorer is None:
+            # An empty shadow would rank exactly what is served: CPU for nothing.
+            raise ValueError("bundle/scorer: neither is set; a shadow names at least one")
+        return self
+
+
 class ExperimentsFile(_Strict):
     version: int = Field(0, ge=0, description="set by `recsys experiment set`: +1 per write")
     experiments: list[Experiment] = Field(default_factory=list, max_length=1000)
+    shadow: Shadow | None = Field(None, description="a candidate ranked off the response path")
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentsFile:
@@ -159,8 +182,12 @@ class ExperimentsFile(_Strict):
         return next((e for e in self.experiments if e.name == name), None)
 
     def arm_bundles(self) -> set[str]:
-        """The run ids that arms of running experiments serve."""
-        return {a.treatment.bundle for e in self.running for a in e.arms if a.treatment.bundle}
+        """The run ids that arms of running experiments serve, and the shadow's: the service
+        holds them all loaded and `recsys batch prune` keeps them."""
+        runs = {a.treatment.bundle for e in self.running for a in e.arms if a.treatment.bundle}
+        if self.shadow is not None and self.shadow.bundle is not None:
+            runs.add(self.shadow.bundle)
+        return runs
 
 
 def _unique(experiments: Sequence[Experiment], key: str) -> None:
@@ -301,7 +328,17 @@ def diff_summary(old: ExperimentsFile | None, new: ExperimentsFile) -> list[str]
         if (prev.layer, prev.salt) != (e.layer, e.salt):
             lines.append(f"{name}: layer/salt changed (users are reassigned)")
     lines.extend(f"removed {name}" for name in before if name not in after)
+    old_shadow = old.shadow if old else None
+    if old_shadow != new.shadow:
+        lines.append(f"shadow: {_shadow_text(old_shadow)} -> {_shadow_text(new.shadow)}")
     return lines or ["no change"]
+
+
+def _shadow_text(shadow: Shadow | None) -> str:
+    if shadow is None:
+        return "none"
+    return (f"bundle {shadow.bundle or '(served)'}, scorer {shadow.scorer or '(served)'}, "
+            f"share {shadow.share:g}")  # fmt: skip
 
 
 _thread_lock = threading.Lock()  # flock is per open file; threads of one process share one
@@ -364,3 +401,6 @@ def check_bundles(file: ExperimentsFile, artifacts: Path) -> None:
                     f"experiments[{n}].arms[{m}].treatment.bundle: no published run {run!r} "
                     f"in {artifacts}/runs"
                 )
+    shadow = file.shadow.bundle if file.shadow is not None else None
+    if shadow and not (run_dir(artifacts, shadow) / MANIFEST).exists():
+        raise ExperimentsError(f"shadow.bundle: no published run {shadow!r} in {artifacts}/runs")

@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 from batch.drift import store as drift_store
 from shared import bundle_layout as layout
 from shared import events as feedback_events
-from shared import request_log, rollout
+from shared import request_log, rollout, shadow_log
 from shared.bundle import RUNS_DIR, BundleManifest, load_manifest, run_dir
 from shared.privacy import load_key, pseudonyms
 from shared.warehouse import analyst_warehouse_path, warehouse_path
@@ -133,11 +133,13 @@ ANALYST_SQL: dict[str, str] = {
         "SELECT a.request_id, a.ts, k.user_key, a.* EXCLUDE (request_id, ts, user_id) "
         "FROM {m}.assignments a LEFT JOIN {r}.user_keys k USING (user_id)"
     ),
+    # The shadow log has no user id (request_id joins served_requests): the same rows.
+    "shadow": "SELECT * FROM {m}.shadow",
 }
 # Sorting the big analyst tables by user makes per-user scans and joins cheaper.
 ANALYST_ORDER = {"interactions": "user_key, ts", "recommendations": "user_key, rank",
                  "events": "ts, event_id", "exposures": "ts, request_id, position",
-                 "assignments": "experiment, ts, request_id"}
+                 "assignments": "experiment, ts, request_id", "shadow": "ts, request_id"}
 # An event without a request_id (or naming a request that did not show its item) is credited
 # to the latest request that showed that item to that user at most this long before it.
 DEFAULT_ATTRIBUTION_WINDOW_MINUTES = 30
@@ -160,6 +162,7 @@ class WarehouseInputs:
     interactions: Source | None = None  # user_id, item_id, ts (epoch s), event_type, weight
     served: Source | None = None  # request_log.SCHEMA (older files may lack items.sources)
     events: Source | None = None  # shared.events.EVENT_SCHEMA
+    shadow: Source | None = None  # shared.shadow_log.SCHEMA
     attribution_window_minutes: int = DEFAULT_ATTRIBUTION_WINDOW_MINUTES
     runs: pa.Table = field(default_factory=RUNS_SCHEMA.empty_table)
     metrics: pa.Table = field(default_factory=METRICS_SCHEMA.empty_table)
@@ -178,13 +181,15 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
     runs, metrics = update_history(artifacts)
     served_root = request_log.log_dir(artifacts)
     events_root = event_log if event_log is not None else artifacts / feedback_events.EVENT_LOG_DIR
-    for root in (served_root, events_root):
+    shadow_root = shadow_log.log_dir(artifacts)
+    for root in (served_root, events_root, shadow_root):
         # Spools a killed worker left behind become part files now, not when a worker
         # of that server next starts (one may never start again on this host).
         request_log.recover_orphans(root)
     served = request_log.part_files(served_root)
     # Same layout and glob as the served log: hidden temporary files never match.
     events = request_log.part_files(events_root)
+    shadow = request_log.part_files(shadow_root)
     inputs = WarehouseInputs(
         items=bundle / layout.ITEMS,
         users=bundle / layout.USERS,
@@ -195,6 +200,7 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
         interactions=_parquet_files(clean_interactions) or None,
         served=served or None,
         events=events or None,
+        shadow=shadow or None,
         attribution_window_minutes=attribution_window_minutes,
         runs=runs,
         metrics=metrics,
@@ -348,6 +354,20 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
     con.execute("CREATE TABLE rollout_events AS SELECT ts, run_id, experiment, action, reason, "
                 '"values"::JSON AS "values", who FROM src_rollout ORDER BY ts')  # fmt: skip
     _served(con, inputs.served)
+    _shadow(con, inputs.shadow)
+
+
+def _shadow(con: duckdb.DuckDBPyConnection, shadow: Source | None) -> None:
+    """`shadow`: one row per shadow-ranked request as logged (ts as naive UTC, like
+    served_requests). A recovered spool may repeat a row: the first copy is kept."""
+    src = _union_by_name(
+        _rel(con, "shadow", shadow if shadow is not None else shadow_log.empty_table())
+    )
+    con.execute(
+        "CREATE TABLE shadow AS SELECT * REPLACE (ts::TIMESTAMP AS ts) FROM "
+        f"{src} QUALIFY row_number() OVER (PARTITION BY request_id, shadow ORDER BY ts) = 1 "
+        "ORDER BY ts, request_id"
+    )
 
 
 def _union_by_name(src: str) -> str:
