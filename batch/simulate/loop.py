@@ -150,6 +150,7 @@ def _chart(rows: list[dict[str, Any]], path: Path) -> None:
     axes[0].set(title="click-through rate per simulated day", xlabel="day", ylabel="CTR")
     axes[1].set(title="play rate per simulated day", xlabel="day", ylabel="plays / exposure")
     for ax in axes:
+        ax.set_xticks(sorted({r["day"] for r in rows}))  # whole simulated days
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
