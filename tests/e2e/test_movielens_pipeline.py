@@ -25,7 +25,7 @@ def test_movielens_lists_beat_popularity(ml_latest_small: Path, repo_root: Path,
         capture_output=True, text=True, timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "[10/10] publish: done" in done.stderr  # one progress line per stage
+    assert "[11/11] publish: done" in done.stderr  # one progress line per stage
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     manifest = verify_bundle(current_bundle(art))
     assert summary["published"] == manifest.run_id

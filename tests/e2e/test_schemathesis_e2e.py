@@ -73,11 +73,18 @@ SEEN: Counter[tuple[str, str, int]] = Counter()
 SEEN_BARE: Counter[tuple[str, str, int]] = Counter()
 
 
+# The fuzzer sends thousands of bad admin tokens (X-Admin-Token, X-Recsys-Arm): with the
+# default failure budget every later admin call would be a 429, which the documented
+# 401/403 checks would then never see. The limiter has its own tests.
+FUZZ_ADMIN_LIMIT = {"RECSYS_ADMIN_FAILURES_BURST": "10000",
+                    "RECSYS_ADMIN_FAILURES_PER_MINUTE": "60000"}
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("schemathesis")
     build_bundle(tmp / "artifacts", "run-a", n_users=200, n_items=2000, dim=32, with_ranker=True)
-    with running_server(tmp / "artifacts", tmp / "server.log") as url:
+    with running_server(tmp / "artifacts", tmp / "server.log", **FUZZ_ADMIN_LIMIT) as url:
         yield url
 
 
@@ -87,7 +94,7 @@ def bare_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (tmp / "artifacts").mkdir()
     # No CURRENT: alive (/healthz), never ready; no admin token, no polling.
     with running_server(tmp / "artifacts", tmp / "server.log", ready_path="/healthz",
-                        admin_token=None, reload_poll_seconds=0) as url:  # fmt: skip
+                        admin_token=None, reload_poll_seconds=0, **FUZZ_ADMIN_LIMIT) as url:  # fmt: skip
         yield url
 
 
