@@ -66,6 +66,15 @@ def spark() -> Iterator[object]:
     session.stop()
 
 
+def use_development_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pseudonymisation key nor `required` mode from the calling shell: the warehouse
+    build falls back to ART's development key, as on a fresh checkout."""
+    from shared.privacy import KEY_ENV, MODE_ENV
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(MODE_ENV, raising=False)
+
+
 def generate_tiny(out: Path, seed: int = 7, events: int = 15_000, bad_share: float = 0.0) -> Path:
     from batch.data.generate import GenerateConfig, generate
 

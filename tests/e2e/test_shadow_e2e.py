@@ -18,10 +18,10 @@ from batch.publish.warehouse_build import rebuild
 from shared import canned_queries
 from shared import experiments as exp
 from shared.parquet_log import part_files
-from shared.privacy import KEY_ENV, MODE_ENV
 from shared.service_process import running_service
 from shared.shadow_log import log_dir
 from shared.warehouse import connect_read_only, run_query
+from tests.conftest import use_development_key
 from tests.online.bundle_factory import build_bundle
 
 pytestmark = [pytest.mark.e2e]
@@ -42,8 +42,7 @@ def scored(base: str) -> float:
 def test_the_shadow_log_is_written_by_every_worker_and_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(MODE_ENV, raising=False)
+    use_development_key(monkeypatch)
     art = tmp_path / "art"
     build_bundle(art, "run-a")
     build_bundle(art, "run-b", seed=7, publish=False)

@@ -14,7 +14,7 @@ import pytest
 
 from batch.publish.warehouse_build import rebuild
 from shared import experiments as exp
-from shared.privacy import KEY_ENV, MODE_ENV
+from tests.conftest import use_development_key
 from tests.online.bundle_factory import build_bundle
 from tests.online.conftest import make_app, recommend
 
@@ -24,8 +24,7 @@ N_USERS = 200
 def test_a_declared_experiment_is_served_logged_and_reported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(MODE_ENV, raising=False)
+    use_development_key(monkeypatch)
     art = tmp_path / "art"
     build_bundle(art, "run-a", n_users=N_USERS, n_items=300)
     exp.write(art, exp.ExperimentsFile.model_validate({"experiments": [{

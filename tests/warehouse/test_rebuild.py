@@ -14,9 +14,10 @@ import pytest
 
 from batch.publish.warehouse_build import rebuild
 from shared.bundle import run_dir, write_current
-from shared.privacy import KEY_ENV, MODE_ENV, pseudonym
+from shared.privacy import pseudonym
 from shared.request_log import RequestLogWriter, ServedRequest, log_dir
 from shared.warehouse import connect_analyst, connect_read_only
+from tests.conftest import use_development_key
 from tests.online.bundle_factory import build_bundle
 
 
@@ -33,8 +34,7 @@ def clean(tmp: Path) -> Path:
 def test_rebuild_publishes_both_files_and_keeps_history(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(MODE_ENV, raising=False)
+    use_development_key(monkeypatch)
     art = tmp_path / "art"
     build_bundle(art, "run-a")
     build_bundle(art, "run-b", seed=1)
@@ -129,8 +129,7 @@ def test_rebuild_recovers_the_spools_of_killed_writers(
     from shared.events import EVENT_LOG_DIR
     from tests.warehouse.test_parquet_log import _killed_writer
 
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(MODE_ENV, raising=False)
+    use_development_key(monkeypatch)
     art = tmp_path / "art"
     build_bundle(art, "run-a")
     _killed_writer(art / EVENT_LOG_DIR)  # 300 flushed events, then SIGKILL

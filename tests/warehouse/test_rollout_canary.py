@@ -28,6 +28,7 @@ from shared import rollout
 from shared.bundle import read_current, run_dir
 from shared.privacy import KEY_ENV, MODE_ENV
 from shared.warehouse import warehouse_path
+from tests.conftest import use_development_key
 from tests.online.bundle_factory import build_bundle
 from tests.online.conftest import make_app, recommend
 
@@ -98,8 +99,7 @@ def served_after(art: Path) -> tuple[set[str], set[str | None]]:
 
 @pytest.fixture
 def art(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(MODE_ENV, raising=False)
+    use_development_key(monkeypatch)
     art = tmp_path / "art"
     build_bundle(art, "run-a", n_users=N_USERS, n_items=N_ITEMS)
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
