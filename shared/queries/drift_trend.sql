@@ -27,8 +27,9 @@ trend AS (
         max(value) AS max_value,
         count(*) FILTER (WHERE status IN ('warn', 'fail')) AS breaches,
         max(run_date) FILTER (WHERE status IN ('warn', 'fail')) AS last_breach,
-        -- x = -age: the newest run is x = -1, so a value growing run after run has slope > 0
-        regr_slope(value, -age) AS slope
+        -- x = -age: the newest run is x = -1, so a value growing run after run has slope > 0;
+        -- no slope from fewer than two values (DuckDB would answer NaN)
+        CASE WHEN regr_count(value, -age) >= 2 THEN regr_slope(value, -age) END AS slope
     FROM w
     GROUP BY check_name
 )
@@ -53,4 +54,5 @@ SELECT
 FROM d AS l
 JOIN trend AS t USING (check_name)
 WHERE l.age = 1
-ORDER BY of_threshold DESC NULLS LAST, "check"
+-- checks switched off (recorded for dashboards, never alerting) last
+ORDER BY l.action = 'off', of_threshold DESC NULLS LAST, "check"
