@@ -12,9 +12,9 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: setup redis-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
+.PHONY: setup redis-tools monitoring-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
-setup: $(STAMP) redis-tools
+setup: $(STAMP) redis-tools monitoring-tools
 
 # The real-time store's Redis backend is tested against a real redis-server (Debian
 # package), installed here when apt-get is present and we are root; elsewhere install it
@@ -26,6 +26,18 @@ redis-tools:
 	    apt-get install -y redis-server || { apt-get update && apt-get install -y redis-server; }; \
 	  else echo "redis-server not found and cannot be installed here (needs apt-get and root): \
 	install it (apt-get install redis-server / brew install redis); the Redis store tests skip"; fi; }
+
+# The Prometheus rules (online/monitoring/recsys_rules.yml) are checked and unit-tested with
+# promtool, from the Debian package prometheus (2.42 on bookworm), installed here when
+# apt-get is present and we are root; elsewhere install Prometheus yourself (`apt-get
+# install prometheus`, `brew install prometheus`) or the promtool tests skip. Only promtool
+# is used: the package's prometheus service is not needed (and not started in containers).
+monitoring-tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y prometheus || { apt-get update && apt-get install -y prometheus; }; \
+	  else echo "promtool not found and cannot be installed here (needs apt-get and root): \
+	install it (apt-get install prometheus / brew install prometheus); the promtool tests skip"; fi; }
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: java not found. Spark 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)."; exit 1; }

@@ -65,6 +65,11 @@ RUNS_SCHEMA = pa.schema(
         ("protocol", pa.string()),
         ("row_counts", pa.string()),  # JSON
         ("data_window", pa.string()),  # JSON
+        # What the run was configured with (manifest config_fingerprint and extra.config),
+        # so "what changed since the last run" can name the setting (canned run_changes).
+        # NULL for runs recorded before these columns.
+        ("config_fingerprint", pa.string()),
+        ("config", pa.string()),  # JSON
     ]
 )
 METRICS_SCHEMA = pa.schema(
@@ -343,7 +348,8 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
     con.execute(
         "CREATE TABLE runs AS SELECT run_id, run_date, created_at, code_version, "
         "run_id = $current AS is_current, protocol, row_counts::JSON AS row_counts, "
-        "data_window::JSON AS data_window FROM src_runs ORDER BY created_at, run_id",
+        "data_window::JSON AS data_window, config_fingerprint, config::JSON AS config "
+        "FROM src_runs ORDER BY created_at, run_id",
         {"current": inputs.current_run},
     )
     con.register("src_metrics", inputs.metrics)
@@ -538,6 +544,8 @@ def manifest_rows(m: BundleManifest) -> tuple[dict[str, Any], list[dict[str, Any
         "run_id": m.run_id, "run_date": dt.date.fromisoformat(m.run_date), "created_at": created,
         "code_version": m.code_version, "protocol": m.metrics.get("protocol"),
         "row_counts": json.dumps(m.row_counts), "data_window": json.dumps(m.data_window),
+        "config_fingerprint": m.config_fingerprint,
+        "config": json.dumps(m.extra["config"]) if "config" in m.extra else None,
     }  # fmt: skip
     metrics: list[dict[str, Any]] = []
 
@@ -617,6 +625,10 @@ def _merge(path: Path, schema: pa.Schema, rows: list[dict[str, Any]],
     fresh = pa.Table.from_pylist(rows, schema=schema)
     if not path.exists():
         return fresh
-    old = pq.read_table(path).cast(schema)
+    old = pq.read_table(path)
+    for name in schema.names:  # a history file written before the column existed: NULLs
+        if name not in old.column_names:
+            old = old.append_column(name, pa.nulls(len(old), schema.field(name).type))
+    old = old.select(schema.names).cast(schema)
     keep = [i for i, r in enumerate(old["run_id"].to_pylist()) if r not in replace]
     return pa.concat_tables([old.take(pa.array(keep, pa.int64())), fresh]).sort_by("run_id")

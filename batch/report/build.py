@@ -22,6 +22,7 @@ from shared.warehouse import connect_analyst
 SECTIONS = (
     "Latest run",
     "Metrics over runs",
+    "Input drift, freshness and changes",
     "Source mix of the published lists",
     "Catalog coverage",
     "Popularity bias",
@@ -29,6 +30,10 @@ SECTIONS = (
     "Online outcomes",
 )
 NO_TRAFFIC = "No served traffic yet."
+NO_DRIFT = "No input drift checks recorded yet (the drift stage writes them from its first run)."
+# The bundle-age alert (online/monitoring/recsys_rules.yml, RecsysBundleStale): 1.5 days.
+STALE_BUNDLE_HOURS = 36.0
+CHANGES_SHOWN = 40
 NO_FEEDBACK = "No feedback events yet: online outcomes appear once clients send events."
 RATE_COLUMNS = ["exposures", "clicked", "played", "completed", "disliked", "CTR", "play rate"]
 TREND_METRIC = "ndcg@10"
@@ -95,8 +100,80 @@ def metrics_over_runs(con: duckdb.DuckDBPyConnection) -> Section:
     return section
 
 
-def source_mix(con: duckdb.DuckDBPyConnection) -> Section:
+def monitoring(con: duckdb.DuckDBPyConnection) -> Section:
+    """The nightly run's input health from the canned analyses: every drift check's value
+    against its threshold per run, how fresh input and bundle were, and what changed in the
+    newest run against the one before (docs/monitoring.md)."""
     section = Section(SECTIONS[2])
+    drift = _canned(con, "drift_by_run")
+    if not drift:
+        section.paragraphs.append(NO_DRIFT)
+    else:
+        runs = sorted({(r[0], r[1]) for r in drift})
+        labels = [f"{d} {run}" if len({x[0] for x in runs}) < len(runs) else str(d)
+                  for d, run in runs]  # fmt: skip
+        at = {(r[1], r[2]): r[5] for r in drift}  # (run_id, check) -> value / threshold
+        # Checks switched off (input_age_at_run_hours: a backfill is days "late") would
+        # squash the others against the axis: they stay in the table below.
+        checks = sorted({r[2] for r in drift if r[5] is not None and r[6] != "off"})
+        series: dict[str, list[float | None]] = {
+            c: [None if at.get((run, c)) is None else float(at[(run, c)]) for _, run in runs]
+            for c in checks
+        }
+        breached = sorted({(r[1], r[2], r[7]) for r in drift if r[7] in ("warn", "fail")})
+        section.paragraphs.append(
+            f"{len(checks)} input drift check(s) over {len(runs)} run(s) (published or stopped); "
+            f"{len(breached)} breach(es): "
+            + (", ".join(html.escape(f"{run} {c} ({st})") for run, c, st in breached) or "none")
+            + ". The chart divides each value by its threshold, so every check breaches above "
+            "the same line at 1."
+        )
+        section.images.append(("drift values vs threshold", charts.lines(
+            "input drift: value / threshold per run", labels, series, "of threshold",
+            limit=(1.0, "threshold"))))  # fmt: skip
+        section.tables.append((
+            ["check", "runs", "last run", "last run id", "value", "threshold", "of threshold",
+             "action", "status", "mean", "max", "breaches", "last breach", "slope per run",
+             "runs to threshold"],
+            _canned(con, "drift_trend"),
+        ))  # fmt: skip
+    fresh = [r for r in _canned(con, "freshness_by_run") if r[2]]  # published runs
+    if fresh:
+        section.paragraphs.append(
+            "Freshness per published run: hours from the newest input event to the end of the "
+            "run date (lag) and to the publish (age), and hours since the previous publish: "
+            f"the service's bundle-age alert fires above {STALE_BUNDLE_HOURS:g} h."
+        )
+        section.images.append(("freshness per run", charts.lines(
+            "freshness per published run", [str(r[0]) for r in fresh],
+            {"newest event lag (h)": [r[6] for r in fresh],
+             "event age at publish (h)": [r[7] for r in fresh],
+             "hours since previous publish": [r[9] for r in fresh]},
+            "hours", limit=(STALE_BUNDLE_HOURS, "bundle-age alert"))))  # fmt: skip
+    # A warehouse built before the runs table kept each run's config has no config column.
+    has_config = _rows(con, "SELECT count(*) FROM information_schema.columns WHERE "
+                            "table_name = 'runs' AND column_name = 'config'")[0][0] > 0
+    changed = _canned(con, "run_changes") if has_config else []
+    if changed and changed[0][1] is None:
+        section.paragraphs.append(f"Run <b>{html.escape(str(changed[0][0]))}</b> is the first "
+                                  "in the history: nothing to compare it with yet.")
+    elif changed:
+        run_id, previous = changed[0][0], changed[0][1]
+        section.paragraphs.append(
+            f"What changed in run <b>{html.escape(str(run_id))}</b> against "
+            + (f"<b>{html.escape(str(previous))}</b>" if previous else "nothing (first run)")
+            + f": {len(changed)} value(s) differ"
+            + (f", the first {CHANGES_SHOWN} shown." if len(changed) > CHANGES_SHOWN else ".")
+            + " <code>recsys sql --query run_changes --param run=RUN_ID</code> for any run."
+        )
+        section.tables.append((["aspect", "name", "previous", "current", "change",
+                                "relative change"],
+                               [r[2:] for r in changed[:CHANGES_SHOWN]]))  # fmt: skip
+    return section
+
+
+def source_mix(con: duckdb.DuckDBPyConnection) -> Section:
+    section = Section(SECTIONS[3])
     rows = _rows(con, "WITH e AS (SELECT unnest(sources) AS source FROM recommendations) "
                       "SELECT source, count(*) / (SELECT count(*) FROM recommendations) AS share "
                       "FROM e GROUP BY source ORDER BY share DESC, source")  # fmt: skip
@@ -115,7 +192,7 @@ def source_mix(con: duckdb.DuckDBPyConnection) -> Section:
 
 
 def coverage(con: duckdb.DuckDBPyConnection) -> Section:
-    section = Section(SECTIONS[3])
+    section = Section(SECTIONS[4])
     max_rank = _rows(con, "SELECT coalesce(max(rank), 10) FROM recommendations")[0][0]
     cuts = sorted({10, min(50, max_rank), max_rank})
     table = [_canned(con, "catalog_coverage", k=str(k))[0] for k in cuts]
@@ -134,7 +211,7 @@ def coverage(con: duckdb.DuckDBPyConnection) -> Section:
 
 
 def popularity_bias(con: duckdb.DuckDBPyConnection) -> Section:
-    section = Section(SECTIONS[4])
+    section = Section(SECTIONS[5])
     n_items = _rows(con, "SELECT count(*) FROM items")[0][0]
     n_top = max(1, math.ceil(0.01 * n_items))
     if _rows(con, "SELECT count(*) FROM interactions")[0][0] == 0:
@@ -164,7 +241,7 @@ def popularity_bias(con: duckdb.DuckDBPyConnection) -> Section:
 
 
 def served_traffic(con: duckdb.DuckDBPyConnection) -> Section:
-    section = Section(SECTIONS[5])
+    section = Section(SECTIONS[6])
     total = _rows(con, "SELECT count(*) FROM served_requests")[0][0]
     if total == 0:
         section.paragraphs.append(NO_TRAFFIC)
@@ -196,7 +273,7 @@ def served_traffic(con: duckdb.DuckDBPyConnection) -> Section:
 def online_outcomes(con: duckdb.DuckDBPyConnection) -> Section:
     """Click-through and play rates of what was served (the `exposures` table; every served
     item counts as exposed, see docs/warehouse.md), from the outcome canned analyses."""
-    section = Section(SECTIONS[6])
+    section = Section(SECTIONS[7])
     # A warehouse built before events were loaded has no such table: same empty state.
     has_events = _rows(con, "SELECT count(*) FROM information_schema.tables "
                             "WHERE table_name = 'exposures'")[0][0] > 0  # fmt: skip
@@ -244,8 +321,9 @@ def online_outcomes(con: duckdb.DuckDBPyConnection) -> Section:
 def collect(artifacts: Path) -> list[Section]:
     con = connect_analyst(artifacts)
     try:
-        return [latest_run(con), metrics_over_runs(con), source_mix(con), coverage(con),
-                popularity_bias(con), served_traffic(con), online_outcomes(con)]  # fmt: skip
+        return [latest_run(con), metrics_over_runs(con), monitoring(con), source_mix(con),
+                coverage(con), popularity_bias(con), served_traffic(con),
+                online_outcomes(con)]  # fmt: skip
     finally:
         con.close()
 

@@ -29,15 +29,18 @@ def to_png_b64(fig: Figure) -> str:
 
 
 def lines(title: str, x: Sequence[str], series: Mapping[str, Sequence[float | None]],
-          ylabel: str) -> str:  # fmt: skip
+          ylabel: str, limit: tuple[float, str] | None = None) -> str:  # fmt: skip
+    """One line per series; `limit` = (y, label) draws a dashed red line (a threshold)."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     for name, ys in series.items():
         ax.plot(range(len(x)), [float("nan") if y is None else y for y in ys], marker="o",
                 label=name)  # fmt: skip
+    if limit is not None:
+        ax.axhline(limit[0], color="#C44E52", linestyle="--", linewidth=1, label=limit[1])
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     _thin_xticks(ax, list(x))
-    if series:
+    if series or limit is not None:
         ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return to_png_b64(fig)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pyarrow as pa
@@ -40,6 +41,16 @@ SERVED = [  # (request_id, hour, user, fallback_reason)
 ]  # fmt: skip
 METRIC_TREND = [("run-1", "2026-01-01", 0.10), ("run-2", "2026-01-02", 0.12),
                 ("run-3", "2026-01-03", 0.11)]  # fmt: skip
+# What each run recorded (runs table): published the morning after its date; run-3's newest
+# event is 6 hours before the end of its day, it changed the code and one setting.
+RUN_RECORDS = {
+    "run-1": ("2026-01-02T03:00:00", "2026-01-01T22:00:00+00:00", "test", "f1",
+              {"interactions_clean": 1000, "users": 50, "items": 20}, 3),
+    "run-2": ("2026-01-03T04:30:00", "2026-01-02T23:30:00+00:00", "test", "f1",
+              {"interactions_clean": 1100, "users": 52, "items": 20}, 3),
+    "run-3": ("2026-01-04T03:15:00", "2026-01-03T18:00:00+00:00", "test-2", "f2",
+              {"interactions_clean": 900, "users": 55, "items": 21}, 5),
+}  # fmt: skip
 # Input drift checks: three published runs, then run-4 stopped by volume_drop (fail).
 DRIFT_ROWS = [
     ("run-1", "2026-01-01", "item_psi_prev", None, 0.05, "warn", "skipped"),
@@ -55,6 +66,13 @@ DRIFT_ROWS = [
 
 def epoch(day: str, seconds: int = 36_000) -> int:
     return int(dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC).timestamp()) + seconds
+
+
+def data_window(run_date: str, newest: str) -> str:
+    """The manifest's data_window: newest event, end of the run date (exclusive)."""
+    end = dt.date.fromisoformat(run_date) + dt.timedelta(days=1)
+    return json.dumps({"min": "2026-01-01T00:00:00+00:00", "max": newest,
+                       "end_exclusive": f"{end}T00:00:00+00:00"})  # fmt: skip
 
 
 def interactions() -> pa.Table:
@@ -107,8 +125,13 @@ def inputs(art: Path) -> WarehouseInputs:
     })  # fmt: skip
     runs = pa.Table.from_pylist([
         {"run_id": r, "run_date": dt.date.fromisoformat(d),
-         "created_at": dt.datetime.fromisoformat(d + "T03:00:00"), "code_version": "test",
-         "protocol": "temporal", "row_counts": "{}", "data_window": "{}"}
+         "created_at": dt.datetime.fromisoformat(RUN_RECORDS[r][0]),
+         "code_version": RUN_RECORDS[r][2], "protocol": "temporal",
+         "row_counts": json.dumps(RUN_RECORDS[r][4]),
+         "data_window": data_window(d, RUN_RECORDS[r][1]),
+         "config_fingerprint": RUN_RECORDS[r][3],
+         "config": json.dumps({"publish": {"keep_runs": RUN_RECORDS[r][5], "mode": "switch"},
+                               "drift": {"window_runs": 7}})}
         for r, d, _ in METRIC_TREND
     ], schema=RUNS_SCHEMA)  # fmt: skip
     metrics = pa.Table.from_pylist(

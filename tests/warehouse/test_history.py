@@ -22,7 +22,7 @@ def fake_run(art: Path, run_id: str, day: str, ndcg: float) -> None:
                  "coverage": {"merged": 0.25}},
         index=IndexInfo(kind="flat", dim=4, n_items=10, built_on="cpu", recall_at_100=1.0,
                         build_seconds=0.1),
-        files={},
+        files={}, extra={"config": {"publish": {"keep_runs": 3}}},
     )  # fmt: skip
     (out / MANIFEST).write_text(manifest.model_dump_json())
 
@@ -51,3 +51,26 @@ def test_history_survives_pruning_and_is_idempotent(tmp_path: Path) -> None:
             metrics["value"].to_pylist(), strict=True) if li == "merged" and m == "ndcg@10"}
     assert ndcg == {"2026-01-01-a": 0.10, "2026-01-02-b": 0.13}
     assert (tmp_path / "history" / "metrics.parquet").exists()
+
+
+def test_history_written_before_the_config_columns_still_merges(tmp_path: Path) -> None:
+    """runs.parquet from before config_fingerprint/config: old rows keep NULLs, new rows
+    carry the manifest's fingerprint and config."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batch.publish.warehouse_build import RUNS_SCHEMA
+
+    old_schema = pa.schema([f for f in RUNS_SCHEMA if f.name not in ("config_fingerprint",
+                                                                     "config")])  # fmt: skip
+    (tmp_path / "history").mkdir()
+    pq.write_table(pa.Table.from_pylist([{
+        "run_id": "2025-12-31-z", "run_date": dt.date(2025, 12, 31),
+        "created_at": dt.datetime(2025, 12, 31, 3), "code_version": "old", "protocol": "temporal",
+        "row_counts": "{}", "data_window": "{}"}], schema=old_schema),
+        tmp_path / "history" / "runs.parquet")  # fmt: skip
+    fake_run(tmp_path, "2026-01-01-a", "2026-01-01", 0.10)
+    runs, _ = update_history(tmp_path)
+    assert runs["run_id"].to_pylist() == ["2025-12-31-z", "2026-01-01-a"]
+    assert runs["config_fingerprint"].to_pylist() == [None, "t"]
+    assert runs["config"].to_pylist() == [None, '{"publish": {"keep_runs": 3}}']
