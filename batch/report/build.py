@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from batch.report import charts
+from batch.report.experiments_section import experiments_section
 from shared import canned_queries
 from shared.warehouse import connect_analyst
 
@@ -27,6 +28,7 @@ SECTIONS = (
     "Popularity bias",
     "Served traffic",
     "Online outcomes",
+    "Experiments",
 )
 NO_TRAFFIC = "No served traffic yet."
 NO_FEEDBACK = "No feedback events yet: online outcomes appear once clients send events."
@@ -241,11 +243,17 @@ def online_outcomes(con: duckdb.DuckDBPyConnection) -> Section:
     return section
 
 
+def experiments(con: duckdb.DuckDBPyConnection, artifacts: Path) -> Section:
+    paragraphs, tables, images = experiments_section(con, artifacts)
+    return Section(SECTIONS[7], paragraphs, tables, images)
+
+
 def collect(artifacts: Path) -> list[Section]:
     con = connect_analyst(artifacts)
     try:
         return [latest_run(con), metrics_over_runs(con), source_mix(con), coverage(con),
-                popularity_bias(con), served_traffic(con), online_outcomes(con)]  # fmt: skip
+                popularity_bias(con), served_traffic(con), online_outcomes(con),
+                experiments(con, artifacts)]  # fmt: skip
     finally:
         con.close()
 
