@@ -57,8 +57,9 @@ def markdown(r: dict[str, Any], command: str) -> str:
         f"(95% CI {pw.get('detected_ci95')}).", "",
         "## Canary of the broken bundle (50 %), checked while serving", "",
         f"`recsys rollout check`: **{canary['action']}**: {canary['reason']}", "",
-        f"Every worker dropped the canary {canary['seconds_to_drop']} s after the check; then "
-        f"{canary['after_requests']} requests, {canary['after_failed']} failed, bundles served "
+        (f"Every worker dropped the canary {canary['seconds_to_drop']} s after the check; then "
+         if canary["action"] == "rolled_back" else "The canary kept serving (not rolled back); then ")
+        + f"{canary['after_requests']} requests, {canary['after_failed']} failed, bundles served "
         f"{canary['after_bundles']}; CURRENT {canary['current']}. The day's traffic before the "
         f"check: {canary['day']['requests']} requests, none failed (the simulator stops on any).", "",
     ])  # fmt: skip

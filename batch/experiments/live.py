@@ -10,8 +10,8 @@ Three phases on one world, one published night, each phase one simulated day:
    an A/A test, so the share of splits with p < 0.05 must be about 5 % and the SRM check must
    stay silent (re-randomisation on the real traffic, not a replay of a model).
 2. **A/B**: experiment `ab`, control against a bundle that verifies (checksums, shapes, smoke
-   query) but serves poor lists: the run with its user ids shuffled among its users, as a
-   broken join upstream would publish. The live effect is measured; the power calculation
+   query) but serves poor lists: the run with its item ids shuffled among its items, as a
+   broken join in the catalogue export would publish. The live effect is measured; the power calculation
    (both arms' per-user sds) gives the users per arm for it; `resamples` random subsets of
    that many users per arm of the logged traffic are analysed, and the share detected
    (p < 0.05, the right sign) must be at least 80 %.
@@ -64,27 +64,29 @@ class LiveConfig:
     power: float = 0.8
 
 
+def _remap_ids(path: Path, column: str, by_idx: dict[int, str], idx_column: str) -> None:
+    table = pq.read_table(path)
+    field = table.schema.field(column)
+    ids = pa.array([by_idx[i] for i in table.column(idx_column).to_pylist()], type=field.type)
+    pq.write_table(table.set_column(table.schema.get_field_index(column), field, ids), path)
+
+
 def degrade_bundle(artifacts: Path, source_run: str, run_id: str, seed: int = 5) -> Path:
-    """A copy of `source_run` whose users.parquet maps every user id to another user's row
-    (a derangement), re-signed: it verifies and serves, but each user gets someone else's
-    factors, candidates and lists."""
+    """A copy of `source_run` whose catalogue maps every item id to another item's row (a
+    derangement: a broken join in the catalogue export), re-signed. It verifies (checksums,
+    shapes, ids in the catalogue, the smoke query) and serves, but every list it ranks is
+    made of other items than the model chose: poor lists from a healthy-looking bundle."""
     source, target = run_dir(artifacts, source_run), run_dir(artifacts, run_id)
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
-    users = pq.read_table(target / layout.USERS)
-    ids = users.column("user_id").to_numpy(zero_copy_only=False)
+    items = pq.read_table(target / layout.ITEMS, columns=["item_idx", "item_id"]).to_pydict()
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(ids))
-    order = np.roll(order, 1)[np.argsort(order)]  # a cyclic shift of a permutation: no fixed point
-    shuffled = users.set_column(users.schema.get_field_index("user_id"), "user_id",
-                                pa.array(ids[order], type=users.schema.field("user_id").type))  # fmt: skip
-    pq.write_table(shuffled, target / layout.USERS)
-    recs = pq.read_table(target / layout.RECOMMENDATIONS)
-    by_idx = dict(zip(shuffled.column("user_idx").to_pylist(), ids[order], strict=True))
-    recs = recs.set_column(recs.schema.get_field_index("user_id"), "user_id",
-                           pa.array([by_idx[i] for i in recs.column("user_idx").to_pylist()],
-                                    type=recs.schema.field("user_id").type))  # fmt: skip
-    pq.write_table(recs, target / layout.RECOMMENDATIONS)
+    order = rng.permutation(len(items["item_id"]))
+    # Each item takes the id of the next one in a random cycle: no item keeps its own.
+    moved = {int(order[k]): items["item_id"][order[(k + 1) % len(order)]] for k in range(len(order))}
+    by_idx = {int(i): moved[k] for k, i in enumerate(items["item_idx"])}
+    for name in (layout.ITEMS, layout.RECOMMENDATIONS, layout.POPULAR):
+        _remap_ids(target / name, "item_id", by_idx, "item_idx")
     manifest = load_manifest(target).model_copy(update={"run_id": run_id})
     (target / layout.MANIFEST).write_text(manifest.model_dump_json(indent=2))
     manifest = manifest.model_copy(update={"files": checksum_tree(target)})

@@ -17,19 +17,22 @@ from shared.bundle import load_manifest, read_current, run_dir, verify_bundle
 from tests.online.bundle_factory import build_bundle
 
 
-def test_the_broken_bundle_verifies_and_maps_every_user_to_another_row(tmp_path: Path) -> None:
+def test_the_broken_bundle_verifies_and_maps_every_item_to_another_row(tmp_path: Path) -> None:
     build_bundle(tmp_path, "run-a", n_users=50)
     target = degrade_bundle(tmp_path, "run-a", "run-a-broken")
     manifest = verify_bundle(target)  # checksums hold: the service will load it
     assert manifest.run_id == "run-a-broken" and read_current(tmp_path) == "run-a"
-    before = dict(zip(*pq.read_table(run_dir(tmp_path, "run-a") / layout.USERS,
-                                     columns=["user_id", "user_idx"]).to_pydict().values(), strict=True))  # fmt: skip
-    after = dict(zip(*pq.read_table(target / layout.USERS,
-                                    columns=["user_id", "user_idx"]).to_pydict().values(), strict=True))  # fmt: skip
-    assert set(before) == set(after)  # the same users, known to the broken bundle too
-    assert all(before[u] != after[u] for u in before)  # and nobody keeps their own row
-    recs = pq.read_table(target / layout.RECOMMENDATIONS, columns=["user_id", "user_idx"]).to_pylist()
-    assert all(after[r["user_id"]] == r["user_idx"] for r in recs)  # lists follow the ids
+
+    def ids(run: Path, name: str) -> list[tuple[int, str]]:
+        table = pq.read_table(run / name, columns=["item_idx", "item_id"]).to_pydict()
+        return list(zip(table["item_idx"], table["item_id"], strict=True))
+
+    before = dict(ids(run_dir(tmp_path, "run-a"), layout.ITEMS))
+    after = dict(ids(target, layout.ITEMS))
+    assert sorted(before.values()) == sorted(after.values())  # the same catalogue of ids
+    assert all(before[i] != after[i] for i in before)  # and no row keeps its own
+    for name in (layout.RECOMMENDATIONS, layout.POPULAR):  # lists follow the broken ids
+        assert all(after[i] == item for i, item in ids(target, name)), name
     assert load_manifest(run_dir(tmp_path, "run-a")).run_id == "run-a"  # source untouched
 
 
