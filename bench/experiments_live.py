@@ -21,12 +21,17 @@ from batch.experiments.live import LiveConfig, run_live_proof
 from batch.simulate.loop import SimConfig
 
 
+def _p(p: float) -> str:
+    """A p-value below what a double resolves prints as a bound, not as 0."""
+    return "< 1e-15" if p < 1e-15 else f"{p:.3g}"
+
+
 def _arms(report: dict[str, Any]) -> str:
     rows = []
     for a in report["arms"]:
         ctr = a["metrics"]["ctr"]
         vs = a["vs_control"]["ctr"] if a["vs_control"] else None
-        lift = "(control)" if vs is None else f"{100 * vs['lift']:+.1f}% (p = {vs['p_value']:.3g})"
+        lift = "(control)" if vs is None else f"{100 * vs['lift']:+.1f}% (p = {_p(vs['p_value'])})"
         rows.append(f"| {a['arm']} | {a['users']:,} | {a['exposures']:,} | {ctr['value']:.4f} "
                     f"[{ctr['ci95'][0]:.4f}, {ctr['ci95'][1]:.4f}] | {lift} |")  # fmt: skip
     return "\n".join(["| arm | users | exposures | CTR [95% CI] | lift vs control |",
