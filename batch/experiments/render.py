@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from batch.experiments.stats import SRM_ALPHA, Comparison, RatioEstimate
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from batch.experiments.report import ExperimentReport
 
 METRIC_LABELS = {"ctr": "CTR (clicks / exposure)", "play_rate": "play rate (plays / exposure)"}
@@ -118,6 +120,16 @@ def markdown(r: ExperimentReport) -> str:
 
 
 def chart(r: ExperimentReport, path: Path) -> Path:
+    """The report's chart (see `figure`) as a PNG file."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(r)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def figure(r: ExperimentReport) -> Figure:
     """Left: each metric per arm with its 95% CI. Right: each treatment arm's lift with its CI."""
     import matplotlib
 
@@ -151,9 +163,7 @@ def chart(r: ExperimentReport, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _half_width(e: RatioEstimate) -> float:

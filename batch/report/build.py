@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 
 from batch.report import charts
+from batch.report.experiments_section import experiments_section
 from shared import canned_queries
 from shared.warehouse import connect_analyst
 
@@ -28,6 +29,7 @@ SECTIONS = (
     "Popularity bias",
     "Served traffic",
     "Online outcomes",
+    "Experiments",
 )
 NO_TRAFFIC = "No served traffic yet."
 NO_DRIFT = "No input drift checks recorded yet (the drift stage writes them from its first run)."
@@ -318,12 +320,17 @@ def online_outcomes(con: duckdb.DuckDBPyConnection) -> Section:
     return section
 
 
+def experiments(con: duckdb.DuckDBPyConnection, artifacts: Path) -> Section:
+    paragraphs, tables, images = experiments_section(con, artifacts)
+    return Section(SECTIONS[SECTIONS.index("Experiments")], paragraphs, tables, images)
+
+
 def collect(artifacts: Path) -> list[Section]:
     con = connect_analyst(artifacts)
     try:
         return [latest_run(con), metrics_over_runs(con), monitoring(con), source_mix(con),
                 coverage(con), popularity_bias(con), served_traffic(con),
-                online_outcomes(con)]  # fmt: skip
+                online_outcomes(con), experiments(con, artifacts)]  # fmt: skip
     finally:
         con.close()
 

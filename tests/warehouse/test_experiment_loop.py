@@ -79,3 +79,16 @@ def test_a_declared_experiment_is_served_logged_and_reported(
     assert report["srm"]["flagged"] is False
     lift = arms["precomputed"]["vs_control"]["ctr"]
     assert lift["lift"] < 0 and lift["p_value"] < 0.05  # half the clicks, 100 users an arm
+
+    # `recsys report` has the same numbers in its Experiments section, with the chart.
+    from batch.report.build import write_report
+
+    html = write_report(art, tmp_path / "report.html").read_text()
+    section = html[html.index("<h2>Experiments</h2>"):]
+    assert 'alt="experiment scoring"' in section
+    for arm in ("control", "precomputed"):
+        ctr = clicks[arm] / (10 * users[arm])
+        assert (f"<tr><td>{arm}</td><td>ctr</td><td>{users[arm]}</td><td>{10 * users[arm]}</td>"
+                f"<td>{ctr:.4f}</td>") in section  # fmt: skip
+    assert "sample ratio chi-square p = " in section and "(ok)" in section
+    assert f"<td>{lift['p_value']:.3g}</td>" in section
