@@ -136,8 +136,10 @@ class Cluster:
         self.admin_socket.unlink(missing_ok=True)
         with log_path.open("wb") as log:
             # -db: stay in the foreground, a child this process stops; -W would fork.
+            # Own session: a Ctrl-C in the shell reaches the supervisor only, which stops
+            # everything in order.
             self.haproxy = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=log,
-                                            stderr=subprocess.STDOUT)  # fmt: skip
+                                            stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         deadline = time.monotonic() + 10
         while not self.api.answers():
             if self.haproxy.poll() is not None or time.monotonic() > deadline:

@@ -52,7 +52,7 @@ def start_redis(workdir: Path, log_path: Path, timeout_s: float = 10.0) -> Redis
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
              "--dir", str(workdir)],  # fmt: skip
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # as HAProxy's
         )
     server = RedisServer(proc, port)
     deadline = time.monotonic() + timeout_s
