@@ -38,12 +38,15 @@ class ClusterSettings:
     env: Mapping[str, str] = field(default_factory=dict)  # RECSYS_* for every replica
     drain_timeout_s: float = 30.0
     ready_timeout_s: float = 120.0
+    conns_per_thread: int = 4  # HAProxy's maxconn per replica, per application thread
 
     @property
     def maxconn(self) -> int:
-        # Two per application thread: one running, one read and waiting, so a thread never
-        # idles on a round trip; the rest queue in HAProxy, where retries can reach them.
-        return 2 * self.workers * self.threads
+        # Four per application thread by default: one running, the next ones read and
+        # waiting, so a thread never idles on HAProxy's dequeue round trip (2 per thread
+        # halved throughput on 2 busy cores, docs/replicas.md); the rest queue in HAProxy,
+        # bounded: a killed replica loses at most what it holds.
+        return self.conns_per_thread * self.workers * self.threads
 
 
 @dataclass(frozen=True)
