@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from online.replicas.haproxy_config import BACKEND, HaproxySettings, render, server_name
-from online.replicas.haproxy_runtime import RuntimeApi, ServerStat
+from online.replicas.haproxy_runtime import RuntimeApi, RuntimeApiError, ServerStat
 from online.replicas.redis_server import RedisServer, start_redis
 from shared.errors import UsageError
 from shared.service_process import HOST, ServiceProcess, ServiceStartError, free_port, start_service
@@ -179,11 +180,22 @@ class Cluster:
     def stats(self) -> dict[str, ServerStat]:
         return self.api.servers(BACKEND)
 
-    def kill(self, index: int) -> None:
-        """SIGKILL the replica and its workers, as a machine or container dies."""
+    def kill(self, index: int, gone_timeout_s: float = 5.0) -> None:
+        """SIGKILL the replica and its workers, as a machine or container dies; returns once
+        its port refuses connections. Until the last worker is gone the kernel still
+        accepts connections into its listen backlog: requests that are lost with it."""
         replica = self.replicas[index]
         if replica is not None:
             replica.kill()
+        deadline = time.monotonic() + gone_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, self.ports[index]), timeout=0.5).close()
+            except OSError:
+                return
+            time.sleep(0.005)
+        raise RuntimeApiError(f"{server_name(index)} still accepts connections "
+                              f"{gone_timeout_s:g} s after SIGKILL")  # fmt: skip
 
     def revive(self, index: int) -> None:
         """Start a killed or stopped replica again; HAProxy's checks take it back."""
