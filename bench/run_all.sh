@@ -49,6 +49,13 @@ $PY bench/soak.py --artifacts "$ROOT/art-mls" --minutes "${SOAK_MINUTES:-10}"
 step "normal traffic beside slow clients (this worker, then stock gthread)"
 $PY bench/slow_clients.py --artifacts "$ROOT/art-mls" --stock
 
+if command -v haproxy >/dev/null 2>&1; then
+  step "replicas behind HAProxy: 2 vs 1, direct vs the hop, rolling restart under load"
+  $PY bench/replicas_load.py --artifacts "$ROOT/art-mls"
+else
+  echo "note: haproxy not installed (make setup); skipping bench/replicas_load.py"
+fi
+
 if [ -d "$ROOT/data-20m" ]; then
   step "warehouse canned queries on the 20M set"
   $PY bench/warehouse_queries.py --data "$ROOT/data-20m" --work "$ROOT/wh-20m" \

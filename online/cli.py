@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from online.config import ServiceConfig, describe_error
+from online.replicas.cli import register as register_replicas
 from shared.errors import UsageError
 
 _defaults = ServiceConfig.model_fields
@@ -27,6 +28,9 @@ def _help(name: str, text: str) -> str:
 
 
 def register(app: typer.Typer) -> None:
+    # `recsys replicas` rides on this entry point: it is the service's, run N times.
+    register_replicas(app)
+
     @app.command("serve")
     def serve(
         artifacts: Path | None = typer.Option(

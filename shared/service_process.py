@@ -55,6 +55,7 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    own_group: bool = False  # started with new_session: its pid is its process group's
 
     @property
     def base_url(self) -> str:
@@ -75,6 +76,17 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        return int(self.proc.returncode)
+
+    def kill(self) -> int:
+        """SIGKILL, no clean stop: the whole process group when started with new_session
+        (the workers die with the master), else the master alone."""
+        if self.own_group:
+            with contextlib.suppress(ProcessLookupError):  # the whole group, even orphans
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        elif self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
         return int(self.proc.returncode)
 
 
@@ -101,18 +113,21 @@ def start_service(
     ready_path: str = "/readyz",
     ready_timeout_s: float = 120.0,
     append_log: bool = False,
+    new_session: bool = False,
 ) -> ServiceProcess:
     """`recsys serve --artifacts ARTIFACTS --port PORT --workers N ARGS`, once ready.
 
     env: overrides on top of the cleaned environment; cwd: gunicorn puts its working
-    directory first on the workers' sys.path (a benchmark of another checkout runs there)."""
+    directory first on the workers' sys.path (a benchmark of another checkout runs there);
+    new_session: the server and its workers in their own process group, so that `kill()`
+    takes them all at once (as a machine or container dies), not the master alone."""
     port = port or free_port()
     argv = [*recsys_command(), "serve", "--artifacts", str(artifacts), "--port", str(port),
             "--workers", str(workers), *args]  # fmt: skip
     with log_path.open("ab" if append_log else "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=clean_env(env),
-                                cwd=cwd)  # fmt: skip
-    service = ServiceProcess(proc, port, log_path)
+                                cwd=cwd, start_new_session=new_session)  # fmt: skip
+    service = ServiceProcess(proc, port, log_path, own_group=new_session)
     deadline = time.monotonic() + ready_timeout_s
     while not _answers_200(port, ready_path):
         if proc.poll() is not None:
