@@ -12,15 +12,9 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-<<<<<<< HEAD
-.PHONY: setup redis-tools monitoring-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
+.PHONY: setup redis-tools monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
-setup: $(STAMP) redis-tools monitoring-tools
-=======
-.PHONY: setup redis-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
-
-setup: $(STAMP) redis-tools haproxy-tools
->>>>>>> feat-lb
+setup: $(STAMP) redis-tools monitoring-tools haproxy-tools
 
 # The real-time store's Redis backend is tested against a real redis-server (Debian
 # package), installed here when apt-get is present and we are root; elsewhere install it
@@ -33,7 +27,6 @@ redis-tools:
 	  else echo "redis-server not found and cannot be installed here (needs apt-get and root): \
 	install it (apt-get install redis-server / brew install redis); the Redis store tests skip"; fi; }
 
-<<<<<<< HEAD
 # The Prometheus rules (online/monitoring/recsys_rules.yml) are checked and unit-tested with
 # promtool, from the Debian package prometheus (2.42 on bookworm), installed here when
 # apt-get is present and we are root; elsewhere install Prometheus yourself (`apt-get
@@ -45,7 +38,7 @@ monitoring-tools:
 	    apt-get install -y prometheus || { apt-get update && apt-get install -y prometheus; }; \
 	  else echo "promtool not found and cannot be installed here (needs apt-get and root): \
 	install it (apt-get install prometheus / brew install prometheus); the promtool tests skip"; fi; }
-=======
+
 # `recsys replicas` puts HAProxy (Debian bookworm's 2.6) in front of the replicas; its e2e
 # tests run against the real one. Installed here when apt-get is present and we are root;
 # elsewhere install it yourself (`apt-get install haproxy`, `brew install haproxy`) or the
@@ -56,7 +49,6 @@ haproxy-tools:
 	    apt-get install -y haproxy || { apt-get update && apt-get install -y haproxy; }; \
 	  else echo "haproxy not found and cannot be installed here (needs apt-get and root): \
 	install it (apt-get install haproxy / brew install haproxy); the replica tests skip"; fi; }
->>>>>>> feat-lb
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: java not found. Spark 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)."; exit 1; }
