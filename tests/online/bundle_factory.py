@@ -30,6 +30,7 @@ from shared.bundle import (
     write_current,
 )
 from shared.bundle_writer import BundleWriter, CandidateChunks
+from shared.features import FeatureArrays
 from shared.sources import SOURCES
 
 SEEN_PER_USER = 5
@@ -54,8 +55,14 @@ def build_bundle(
     seed: int = 0,
     publish: bool = True,
     with_ranker: bool = False,
+    with_feature_stats: bool = False,
+    created_at: datetime | None = None,
 ) -> Path:
-    """Write ART/runs/<run_id>/ with every required file and a checksummed manifest."""
+    """Write ART/runs/<run_id>/ with every required file and a checksummed manifest.
+
+    with_feature_stats (needs with_ranker): monitoring/feature_stats.json over every
+    (user, item) pair, as training and candidates sample. created_at: the publish time in
+    the manifest (default now)."""
     rng = np.random.default_rng(seed)
     out = run_dir(artifacts, run_id)
     out.mkdir(parents=True, exist_ok=False)
@@ -161,11 +168,13 @@ def build_bundle(
     writer.metrics(metrics)
 
     if with_ranker:
-        write_ranker(writer, seen, n_users, n_items, rng)
+        arrays = write_ranker(writer, seen, n_users, n_items, rng)
+        if with_feature_stats:
+            writer.feature_stats(stats_of_all_pairs(arrays, item_f, user_f))
     writer.finish(
         run_id=run_id,
         run_date="2026-01-01",
-        created_at=datetime.now(UTC).isoformat(),
+        created_at=(created_at or datetime.now(UTC)).isoformat(),
         code_version="test",
         config_fingerprint="test",
         data_window={"train_start": "2025-01-01", "train_end": "2026-01-01"},
@@ -188,8 +197,9 @@ def build_bundle(
 def write_ranker(
     writer: BundleWriter, seen: list[np.ndarray], n_users: int, n_items: int,
     rng: np.random.Generator,
-) -> None:
-    """features/ arrays and ranker/ (spec + a linear ONNX model: score = 2 * als_dot).
+) -> FeatureArrays:
+    """features/ arrays and ranker/ (spec + a linear ONNX model: score = 2 * als_dot);
+    returns the arrays.
 
     Needs the `onnx` package (batch extra) to write the model.
     """
@@ -197,7 +207,7 @@ def write_ranker(
 
     from onnx import TensorProto, helper, numpy_helper
 
-    from shared.features import FEATURE_NAMES, N_FEATURES, FeatureArrays
+    from shared.features import FEATURE_NAMES, N_FEATURES
 
     per_item = 5
     day, start = 86_400.0, 1_700_000_000.0
@@ -238,6 +248,24 @@ def write_ranker(
     spec = {"model": layout.MODEL_INT8, "input": "features", "output": "score",
             "features": list(FEATURE_NAMES)}  # fmt: skip
     writer.ranker(spec, {layout.MODEL_INT8: model.SerializeToString()})
+    return arrays
+
+
+def stats_of_all_pairs(arrays: FeatureArrays, item_f: np.ndarray,
+                       user_f: np.ndarray) -> dict[str, object]:  # fmt: skip
+    """feature_stats.json of compute_features over every (user, item) pair (no source
+    information), scored like write_ranker's model (2 * als_dot): both samples."""
+    from dataclasses import replace
+
+    from shared import feature_stats
+    from shared.features import FEATURE_NAMES, FEATURES, compute_features
+
+    full = replace(arrays, item_factors=item_f, user_factors=user_f)
+    items = np.arange(len(item_f))
+    x = np.concatenate([compute_features(full, u, items) for u in range(len(user_f))])
+    scores = 2 * x[:, FEATURE_NAMES.index("als_dot")]
+    defaults = {f.name: f.default for f in FEATURES}
+    return feature_stats.build(x, FEATURE_NAMES, defaults, scores, x, scores)
 
 
 def corrupt(bundle: Path, name: str = layout.ITEM_FACTORS) -> None:
