@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 TEST_FEATURE_SCALE_ENV = "RECSYS_TEST_FEATURE_SCALE"
 
 
-def test_feature_scale(text: str | None) -> dict[int, float]:
+def parse_feature_scale(text: str | None) -> dict[int, float]:
     """FEATURE_NAMES column -> factor from RECSYS_TEST_FEATURE_SCALE; ValueError if bad."""
     out: dict[int, float] = {}
     for part in filter(None, (p.strip() for p in (text or "").split(","))):
@@ -47,7 +47,7 @@ class RankerFeatures:
             raise ValueError(f"bundle {data.run_id} has no feature arrays")
         self.data = data
         self.arrays: FeatureArrays = data.features
-        self._test_scale = test_feature_scale(os.environ.get(TEST_FEATURE_SCALE_ENV))
+        self._test_scale = parse_feature_scale(os.environ.get(TEST_FEATURE_SCALE_ENV))
 
     def __call__(self, inputs: ScoreInput, names: list[str]) -> np.ndarray:
         """Features for a ScoreInput, the columns `names` (the model's, from its spec): the
