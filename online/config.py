@@ -127,7 +127,7 @@ class ServiceConfig(BaseModel):
         200, ge=1, description="sampled rows (candidates) before the PSI gauge is exported"
     )
     skew_min_requests: int = Field(
-        20, ge=1, description="sampled requests before the PSI gauge is exported"
+        50, ge=1, description="sampled requests before the PSI gauge is exported"
     )
     skew_window_rows: int = Field(
         100_000, ge=100, description="past this many rows the counts are halved (recent traffic)"
