@@ -41,6 +41,13 @@ def series(text: str, name: str, feature: str | None = None) -> list[float]:
     return [float(v) for v in re.findall(rf'^{name}\{{{where}pid="\d+"\}} (\S+)$', text, re.M)]
 
 
+def other_features(text: str, feature: str) -> list[float]:
+    """recsys_feature_skew_psi of every other feature (and the score), every worker."""
+    found = re.findall(r'^recsys_feature_skew_psi\{feature="([^"]+)",pid="\d+"\} (\S+)$', text, re.M)
+    assert len(found) > 20
+    return [float(v) for name, v in found if name != feature]
+
+
 def drive(art: Path, log: Path, env: dict[str, str]) -> str:
     """REQUESTS re-ranked requests on a fresh server, then its /metrics once the skew
     thread has binned every sample (the PSI is exported after the answers)."""
@@ -70,9 +77,11 @@ def test_skew_and_stale_bundle_drills(tmp_path: Path) -> None:
     text = drive(skewed, tmp_path / "skewed.log", {**ENV, "RECSYS_TEST_FEATURE_SCALE": f"{SCALED}=3.0"})
     assert min(series(text, "recsys_feature_skew_psi", SCALED)) > PSI_ALERT  # each worker
     assert max(series(text, "recsys_feature_skew_psi", CONTROL)) < PSI_ALERT
+    assert max(other_features(text, SCALED)) < PSI_ALERT  # only the skewed feature alerts
     assert max(series(text, "recsys_bundle_age_seconds")) < 3600  # published just now
 
     text = drive(stale, tmp_path / "stale.log", ENV)
     assert max(series(text, "recsys_feature_skew_psi", SCALED)) < PSI_ALERT  # control server
+    assert max(other_features(text, SCALED)) < PSI_ALERT  # max(recsys_feature_skew_psi) quiet
     ages = series(text, "recsys_bundle_age_seconds")
     assert len(ages) == 2 and min(ages) > AGE_ALERT

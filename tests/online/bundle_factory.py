@@ -60,8 +60,9 @@ def build_bundle(
 ) -> Path:
     """Write ART/runs/<run_id>/ with every required file and a checksummed manifest.
 
-    with_feature_stats (needs with_ranker): monitoring/feature_stats.json over every
-    (user, item) pair, as training and candidates sample. created_at: the publish time in
+    with_feature_stats (needs with_ranker): monitoring/feature_stats.json of the candidates
+    the service retrieves for each user with the default ann_k (the batch candidates plus
+    the ANN top 100), as both training and candidates sample. created_at: the publish time in
     the manifest (default now)."""
     rng = np.random.default_rng(seed)
     out = run_dir(artifacts, run_id)
@@ -170,7 +171,7 @@ def build_bundle(
     if with_ranker:
         arrays = write_ranker(writer, seen, n_users, n_items, rng)
         if with_feature_stats:
-            writer.feature_stats(stats_of_all_pairs(arrays, item_f, user_f))
+            writer.feature_stats(candidate_stats(arrays, item_f, user_f, cand_rows))
     writer.finish(
         run_id=run_id,
         run_date="2026-01-01",
@@ -251,21 +252,36 @@ def write_ranker(
     return arrays
 
 
-def stats_of_all_pairs(arrays: FeatureArrays, item_f: np.ndarray,
-                       user_f: np.ndarray) -> dict[str, object]:  # fmt: skip
-    """feature_stats.json of compute_features over every (user, item) pair (no source
-    information), scored like write_ranker's model (2 * als_dot): both samples."""
+def candidate_stats(arrays: FeatureArrays, item_f: np.ndarray, user_f: np.ndarray,
+                    cand_rows: dict[str, list[object]], ann_k: int = 100) -> dict[str, object]:  # fmt: skip
+    """feature_stats.json of compute_features over each listed user's service candidates
+    (its batch candidates, with their source scores and ranks, plus the exact ANN top
+    ann_k), scored like write_ranker's model (2 * als_dot): both samples."""
     from dataclasses import replace
 
     from shared import feature_stats
     from shared.features import FEATURE_NAMES, FEATURES, compute_features
 
     full = replace(arrays, item_factors=item_f, user_factors=user_f)
-    items = np.arange(len(item_f))
-    x = np.concatenate([compute_features(full, u, items) for u in range(len(user_f))])
-    scores = 2 * x[:, FEATURE_NAMES.index("als_dot")]
+    users = np.asarray(cand_rows["user_idx"])
+    listed_items = np.asarray(cand_rows["item_idx"])
+    columns = {kind: np.array([[np.nan if v is None else v for v in cand_rows[f"{kind}_{s}"]]
+                               for s in SOURCES], dtype=np.float64).T
+               for kind in ("score", "rank")}  # fmt: skip
+    parts = []
+    for u in np.unique(users):
+        mine = np.flatnonzero(users == u)
+        ann = np.argsort(-(item_f @ user_f[u]), kind="stable")[:ann_k]
+        items = np.unique(np.r_[listed_items[mine], ann])
+        scores = np.full((len(items), len(SOURCES)), np.nan)
+        ranks = scores.copy()
+        at = np.searchsorted(items, listed_items[mine])
+        scores[at], ranks[at] = columns["score"][mine], columns["rank"][mine]
+        parts.append(compute_features(full, int(u), items, scores, ranks))
+    x = np.concatenate(parts)
+    model_scores = 2 * x[:, FEATURE_NAMES.index("als_dot")]
     defaults = {f.name: f.default for f in FEATURES}
-    return feature_stats.build(x, FEATURE_NAMES, defaults, scores, x, scores)
+    return feature_stats.build(x, FEATURE_NAMES, defaults, model_scores, x, model_scores)
 
 
 def corrupt(bundle: Path, name: str = layout.ITEM_FACTORS) -> None:

@@ -63,4 +63,4 @@ def test_train_vs_live_shows_the_shifted_feature_first(art: Path) -> None:
     top = found[0]
     assert top["feature"] == "log_pop_all" and top["live_rows"] == 40
     assert top["mean_shift_sd"] == pytest.approx(2.0, abs=0.01)
-    assert top["ref_rows"] == 40 * 200 and top["live_null_share"] == 0.0
+    assert top["ref_rows"] >= 39 * 100 and top["live_null_share"] == 0.0  # >= ANN top 100 each
