@@ -56,8 +56,10 @@ def candidate_sample(candidates: DataFrame, features_dir: Path, model: bytes, pa
     bucket = F.pmod(F.xxhash64("user_idx"), F.lit(_HASH_BUCKETS))
     chosen = candidates.where(bucket < int(keep * _HASH_BUCKETS))
     pdf = scored_features(chosen, features_dir, model, partitions).toPandas()
-    pdf = pdf.sort_values(["user_idx", "score"], ignore_index=True)  # a fixed row order
-    x = pdf[[f"f{j}" for j in range(len(FEATURE_NAMES))]].to_numpy(dtype=np.float32)
+    columns = [f"f{j}" for j in range(len(FEATURE_NAMES))]
+    # A fixed row order: float sums (the means) then give the same bytes on every rerun.
+    pdf = pdf.sort_values(["user_idx", "score", *columns], ignore_index=True)
+    x = pdf[columns].to_numpy(dtype=np.float32)
     return x, pdf["score"].to_numpy(dtype=np.float32)
 
 
