@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 SAMPLED, DROPPED = "sampled", "dropped"
 MAX_BUNDLES = 4  # bundles tracked per worker (CURRENT, arms, a canary); the oldest is dropped
 _CLOSE_TIMEOUT = 5.0
+# The PSI of every feature is recomputed at most this often (and this long after the last
+# sample at the latest): per sample, at 100 % sampling, it would cost as much as the binning.
+_EXPORT_SECONDS = 1.0
 _COLUMN = {name: j for j, name in enumerate(FEATURE_NAMES)}
 
 
@@ -147,6 +150,9 @@ class SkewMonitor:
         self._random = random.Random()
         self._bundles: dict[str, BundleSkew] = {}  # run id -> state, oldest first
         self._seq = 0
+        self._exported_at = float("-inf")
+        self._dirty = False  # samples binned since the last export
+        self._lock = threading.Lock()  # the thread's binning vs wait_idle's export
         self.psi: dict[str, float] = {}  # last exported values (tests, the bench)
 
     def sampled(self) -> bool:
@@ -174,6 +180,7 @@ class SkewMonitor:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.002)
+        self._export_if_dirty()
         return True
 
     def close(self) -> None:
@@ -199,7 +206,11 @@ class SkewMonitor:
 
     def _run(self) -> None:
         while True:
-            sample = self._queue.get()
+            try:
+                sample = self._queue.get(timeout=_EXPORT_SECONDS)
+            except queue.Empty:
+                self._export_if_dirty()  # the last samples' values, once traffic pauses
+                continue
             try:
                 if sample is None:
                     return
@@ -210,7 +221,13 @@ class SkewMonitor:
                 self._queue.task_done()
 
     def process(self, sample: SkewSample) -> None:
-        """Bin one sample, export the PSI once enough is in, log a few of its rows."""
+        """Bin one sample, export the PSI (at most every _EXPORT_SECONDS), log a few rows."""
+        with self._lock:
+            self._bin(sample)
+        if self.log is not None:
+            self._log(sample)
+
+    def _bin(self, sample: SkewSample) -> None:
         state = self._bundles.pop(sample.bundle, None)
         if state is None:
             state = BundleSkew(sample.stats, sample.names, self.config.skew_reference)
@@ -219,9 +236,14 @@ class SkewMonitor:
             self._bundles.pop(next(iter(self._bundles)))
         state.add(sample.x, sample.scores)
         state.decay(self.config.skew_window_rows)
-        self._export()
-        if self.log is not None:
-            self._log(sample)
+        self._dirty = True
+        if time.monotonic() - self._exported_at >= _EXPORT_SECONDS:
+            self._export()
+
+    def _export_if_dirty(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._export()
 
     def _export(self) -> None:
         """Per feature, the worst PSI over this worker's bundles with enough rows in."""
@@ -234,6 +256,8 @@ class SkewMonitor:
         for name, value in worst.items():
             metrics.FEATURE_SKEW_PSI.labels(name).set(round(value, 6))
         self.psi = worst
+        self._exported_at = time.monotonic()
+        self._dirty = False
 
     def _log(self, sample: SkewSample) -> None:
         assert self.log is not None

@@ -62,7 +62,7 @@ def drive(art: Path, log: Path, env: dict[str, str]) -> str:
             done = sum(float(v) for v in re.findall(
                 r'^recsys_skew_samples_total\{outcome="sampled"\} (\S+)$', text, re.M))
             if done >= REQUESTS and len(series(text, "recsys_feature_skew_psi", CONTROL)) == 2:
-                time.sleep(0.5)  # the last samples queued: binned in microseconds
+                time.sleep(1.5)  # the last samples' PSI: exported within a second
                 return requests.get(f"{service.base_url}/metrics", timeout=10).text
             time.sleep(0.1)
         raise AssertionError(f"skew samples never all exported: {done}")
