@@ -24,11 +24,14 @@ from online.realtime import open_store
 from online.recommend import Recommender
 from online.service import EXTENSION, Service
 from online.shadow import ShadowRunner
+from online.skew import SkewMonitor
 from shared.events import EventLogWriter, event_log_dir
 from shared.parquet_log import ParquetLogWriter
 from shared.request_log import RequestLogWriter, log_dir
 from shared.shadow_log import ShadowLogWriter
 from shared.shadow_log import log_dir as shadow_log_dir
+from shared.skew_log import SkewLogWriter
+from shared.skew_log import log_dir as skew_log_dir
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +77,16 @@ def create_app(config: ServiceConfig | Mapping[str, Any] | None = None) -> Flask
                             config.event_log)  # fmt: skip
     shadow_log = _log_writer(ShadowLogWriter, shadow_log_dir(config.artifacts), "shadow", config,
                              config.shadow_log)  # fmt: skip
+    skew_log = _log_writer(SkewLogWriter, skew_log_dir(config.artifacts), "skew", config,
+                           config.skew_log and config.skew_sample_rate > 0)  # fmt: skip
+    skew = SkewMonitor(config, skew_log) if config.skew_sample_rate > 0 else None
     store = BundleStore(config)
     experiments = ExperimentStore(config, store)
     store.add_reload_hook(experiments.refresh)  # same cadence as CURRENT (docs/experiments.md)
-    service = Service(config, store, Recommender(config), request_log,
+    service = Service(config, store, Recommender(config, skew=skew), request_log,
                       realtime=open_store(config), event_log=event_log,
                       experiments=experiments,
-                      shadow=ShadowRunner(config, shadow_log))  # fmt: skip
+                      shadow=ShadowRunner(config, shadow_log), skew=skew)  # fmt: skip
     app.extensions[EXTENSION] = service
 
     for module in (api, events, health, admin, metrics, openapi, ui):

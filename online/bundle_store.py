@@ -18,6 +18,7 @@ about an admin reload in a sibling worker through an epoch file in the runtime d
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
@@ -159,6 +160,7 @@ class BundleStore:
         self._current = bundle  # the swap: one reference assignment
         metrics.RELOADS.labels("loaded").inc()
         metrics.BUNDLE_LOAD_SECONDS.set(time.perf_counter() - started)
+        metrics.BUNDLE_PUBLISHED.set(published_epoch(bundle.manifest.created_at))
         metrics.set_bundle_info(
             bundle.run_id,
             bundle.scorer.name,
@@ -287,3 +289,12 @@ def smoke_query(bundle: LoadedBundle) -> None:
     )
     if len(scores) != len(items) or not np.all(np.isfinite(scores)):
         raise BundleError(f"bundle {bundle.run_id}: smoke query produced bad scores")
+
+
+def published_epoch(created_at: str) -> float:
+    """The manifest's created_at (ISO 8601; naive = UTC) as epoch seconds, 0 if unreadable."""
+    try:
+        ts = dt.datetime.fromisoformat(created_at)
+    except ValueError:
+        return 0.0
+    return (ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)).timestamp()

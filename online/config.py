@@ -114,6 +114,31 @@ class ServiceConfig(BaseModel):
         description="a request that used more than this share of budget_ms is not shadowed",
     )
     shadow_log: bool = Field(True, description="write ART/shadow_log Parquet files")
+    # Train/serve skew (online/skew.py, docs/monitoring.md): a share of re-ranked requests
+    # hands its feature matrix to a background thread that bins it on the bundle's training
+    # bin edges and exports recsys_feature_skew_psi{feature}.
+    skew_sample_rate: float = Field(
+        0.01, ge=0.0, le=1.0, description="share of re-ranked requests sampled (0 disables)"
+    )
+    skew_queue_size: int = Field(
+        64, ge=1, le=10_000, description="samples waiting per worker; past it they are dropped"
+    )
+    skew_min_rows: int = Field(
+        200, ge=1, description="sampled rows (candidates) before the PSI gauge is exported"
+    )
+    skew_min_requests: int = Field(
+        50, ge=1, description="sampled requests before the PSI gauge is exported"
+    )
+    skew_window_rows: int = Field(
+        100_000, ge=100, description="past this many rows the counts are halved (recent traffic)"
+    )
+    skew_reference: Literal["candidates", "training"] = Field(
+        "candidates", description="the bundle's feature_stats sample the live rows are compared with"
+    )
+    skew_log: bool = Field(True, description="write ART/skew_log Parquet files")
+    skew_log_rows: int = Field(
+        10, ge=0, le=10_000, description="candidates logged per sampled request"
+    )
     # Serve the popular list to everyone (the simulator's and experiments' baseline arm).
     popular_only: bool = False
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
 
 from flask import Blueprint, Response
@@ -109,6 +110,33 @@ SHADOW = Counter("recsys_shadow_total", "Shadow-sampled requests by outcome", ["
 SHADOW_SECONDS = Histogram(
     "recsys_shadow_seconds", "Shadow ranking time (off the request path)", buckets=_BUCKETS
 )
+# Train/serve skew (online/skew.py): per feature (and "score"), the PSI of the sampled live
+# values against the bundle's batch-side statistics, above the sampling noise floor.
+# liveall: one series per live worker (pid label), so a replaced worker's value disappears
+# with it (mode "max" would keep a dead worker's files in the maximum); the alert takes
+# max() over the workers itself.
+FEATURE_SKEW_PSI = Gauge(
+    "recsys_feature_skew_psi", "PSI of live features vs the bundle's statistics, above noise",
+    ["feature"], multiprocess_mode="liveall",
+)
+SKEW_SAMPLES = Counter(
+    "recsys_skew_samples_total", "Skew samples by outcome: sampled, dropped (queue full)",
+    ["outcome"],
+)
+# Scores of served items by scorer: the ONNX rankers' logits, ALS dot products and fused
+# reciprocal-rank sums all fall in [-10, 10] in practice, the fused ones in [0, 1].
+SERVED_SCORE = Histogram(
+    "recsys_served_score", "Scores of the items served, by scorer", ["scorer"],
+    buckets=(-10.0, -5.0, -2.0, -1.0, -0.5, -0.25, 0.0, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0,
+             10.0),
+)
+# The served bundle's publish time (manifest created_at) per live worker; /metrics derives
+# recsys_bundle_age_seconds = now - this at scrape time (render), so the age grows between
+# requests and works under multiprocess mode, where a callback gauge would not.
+BUNDLE_PUBLISHED = Gauge(
+    "recsys_bundle_published_timestamp_seconds", "Publish time of the bundle each worker serves",
+    multiprocess_mode="liveall",
+)
 BUNDLE_INFO = Gauge(
     "recsys_bundle_info",
     "1 for the bundle (and scorer) each live worker serves",
@@ -156,7 +184,22 @@ class _Snapshot:
             if family.name == "recsys_bundle_info":  # bundles no longer served: set_bundle_info
                 family.samples = [s for s in family.samples if s.value != 0]
             yield family
+            if family.name == "recsys_bundle_published_timestamp_seconds":
+                yield _bundle_age(family)
         yield _hit_ratio(self._families)
+
+
+def _bundle_age(published: Metric) -> Metric:
+    """recsys_bundle_age_seconds, one sample per published-time sample (per worker)."""
+    now = time.time()
+    labels = sorted({k for s in published.samples for k in s.labels})
+    age = GaugeMetricFamily("recsys_bundle_age_seconds",
+                            "Seconds since the served bundle was published (scrape time)",
+                            labels=labels)  # fmt: skip
+    for sample in published.samples:
+        if sample.value > 0:  # 0: a worker that has not loaded a bundle yet
+            age.add_metric([sample.labels[k] for k in labels], max(0.0, now - sample.value))
+    return age
 
 
 def _hit_ratio(families: Iterable[Metric]) -> Metric:

@@ -10,6 +10,7 @@ compute_features turns into the "absent" defaults.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +21,23 @@ from shared.features import FEATURE_NAMES, FeatureArrays, compute_features
 if TYPE_CHECKING:
     from online.scoring import ScoreInput
 
+# TEST ONLY: "name=factor,..." multiplies those features after compute_features, so a drill
+# can run a service whose feature code differs from training without editing code (the
+# train/serve skew drill, tests/e2e/test_skew_drills_e2e.py). Never set it in production:
+# it corrupts the model's input on purpose. Unset (the default), nothing changes.
+TEST_FEATURE_SCALE_ENV = "RECSYS_TEST_FEATURE_SCALE"
+
+
+def parse_feature_scale(text: str | None) -> dict[int, float]:
+    """FEATURE_NAMES column -> factor from RECSYS_TEST_FEATURE_SCALE; ValueError if bad."""
+    out: dict[int, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, sep, factor = part.partition("=")
+        if not sep or name.strip() not in FEATURE_NAMES:
+            raise ValueError(f"{TEST_FEATURE_SCALE_ENV}: {part!r} is not <feature>=<factor>")
+        out[FEATURE_NAMES.index(name.strip())] = float(factor)
+    return out
+
 
 class RankerFeatures:
     """A FeatureFn (see scoring.py) over one bundle that ships a ranker (and so features/)."""
@@ -29,6 +47,7 @@ class RankerFeatures:
             raise ValueError(f"bundle {data.run_id} has no feature arrays")
         self.data = data
         self.arrays: FeatureArrays = data.features
+        self._test_scale = parse_feature_scale(os.environ.get(TEST_FEATURE_SCALE_ENV))
 
     def __call__(self, inputs: ScoreInput, names: list[str]) -> np.ndarray:
         """Features for a ScoreInput, the columns `names` (the model's, from its spec): the
@@ -44,6 +63,8 @@ class RankerFeatures:
             self.arrays, inputs.user_idx, inputs.candidates, scores, ranks,
             recent_items=recent, user_vector=vector,
         )  # fmt: skip
+        for column, factor in self._test_scale.items():  # empty unless a drill set it
+            x[:, column] *= factor
         return x if columns is None else np.ascontiguousarray(x[:, columns])
 
 

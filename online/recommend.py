@@ -7,6 +7,7 @@ through the same rules.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import weakref
@@ -20,6 +21,7 @@ from online.bundle_loader import LoadedBundle
 from online.config import ServiceConfig
 from online.fallback import Budget, Stage, StageCosts
 from online.scoring import ModelError, ScoreInput, Scorer, scorer_variant
+from online.skew import SkewMonitor, SkewSample
 from shared.sources import ANN, CALLER, names_of
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ class _Resolved:
 
 
 class Recommender:
-    def __init__(self, config: ServiceConfig, observe: bool = True) -> None:
+    def __init__(self, config: ServiceConfig, observe: bool = True,
+                 skew: SkewMonitor | None = None) -> None:  # fmt: skip
         """observe=False (the shadow's recommender, online/shadow.py): the same ranking, but
         its answers, fallbacks and stage times count in no service metric, its stage costs
         are its own (a shadow must not move serving's budget estimates) and it neither reads
@@ -73,6 +76,8 @@ class Recommender:
         it evicts nothing serving cached)."""
         self.config = config
         self.observe = observe
+        # Train/serve skew sampling (online/skew.py); never for a shadow (observe=False).
+        self.skew = skew if observe else None
         self.costs = StageCosts(observe)
         # Arms' scorers per bundle, built on first use and dropped with their bundle; None
         # records a scorer the bundle cannot run (served with its own, counted).
@@ -139,13 +144,27 @@ class Recommender:
             return "budget_exceeded:rerank"
         assert r.vector is not None
         inputs = ScoreInput(r.user_idx, r.vector, r.recent, r.region, q.device, items, masks)
+        # The skew draw: one random number per re-ranked request; a sampled one keeps the
+        # feature matrix the scorer built and hands it over after the stage.
+        sample = (self.skew is not None and bundle.feature_stats is not None
+                  and hasattr(scorer, "score_with_features") and self.skew.sampled())
+        x: np.ndarray | None = None
         with Stage(self.costs, "rerank"):
             try:
-                scores = scorer.score(inputs)
+                if sample:
+                    x, scores = scorer.score_with_features(inputs)  # type: ignore[attr-defined]
+                else:
+                    scores = scorer.score(inputs)
             except ModelError:
                 return "model_error"
         if self.observe:
             metrics.SCORED.labels(scorer.name).inc()
+        if x is not None and self.skew is not None and bundle.feature_stats is not None:
+            self.skew.offer(SkewSample(
+                bundle.run_id, scorer.name, bundle.feature_stats,
+                tuple(scorer.feature_names),  # type: ignore[attr-defined]
+                x, scores, dt.datetime.now(dt.UTC),
+            ))  # fmt: skip
         return np.asarray(scores, dtype=np.float32)
 
     def _budget(self, started: float | None) -> Budget:
@@ -210,6 +229,8 @@ class Recommender:
             metrics.SERVED.labels("recommendations", served_by).inc()
             for reason in reasons:
                 metrics.FALLBACKS.labels(reason).inc()
+            if scorer_name is not None:
+                observe_scores(scorer_name, rows)
         return Answer(rows, served_by, scorer_name, reasons)
 
     def _fallback_list(
@@ -303,6 +324,8 @@ class Recommender:
         metrics.SERVED.labels("rerank", served_by).inc()
         for reason in reasons:
             metrics.FALLBACKS.labels(reason).inc()
+        if scorer_name is not None and self.observe:
+            observe_scores(scorer_name, rows)
         return Answer(rows, served_by, scorer_name, reasons, unknown)
 
     def similar(self, bundle: LoadedBundle, item_id: str, k: int) -> list[dict[str, Any]] | None:
@@ -313,6 +336,13 @@ class Recommender:
             found = retrieval.item_neighbours(bundle, item_idx, k)
         metrics.SERVED.labels("similar", "ann").inc()
         return item_rows(bundle, found.items, found.scores, [names_of(ANN)] * len(found.items))
+
+
+def observe_scores(scorer: str, rows: list[dict[str, Any]]) -> None:
+    """recsys_served_score: the re-ranked scores of the items served (k per request)."""
+    histogram = metrics.SERVED_SCORE.labels(scorer)
+    for row in rows:
+        histogram.observe(row["score"])
 
 
 def item_rows(

@@ -74,6 +74,11 @@ class OnnxScorer:
         self.features = features
 
     def score(self, inputs: ScoreInput) -> np.ndarray:
+        return self.score_with_features(inputs)[1]
+
+    def score_with_features(self, inputs: ScoreInput) -> tuple[np.ndarray, np.ndarray]:
+        """(the feature matrix the model read, its scores): the skew monitor's sample
+        (online/skew.py) is the matrix this request built anyway, never a second one."""
         try:
             x = self.features(inputs, self.feature_names)
             if x.shape != (len(inputs.candidates), len(self.feature_names)):
@@ -82,7 +87,7 @@ class OnnxScorer:
             scores = np.asarray(out, dtype=np.float32).reshape(-1)
             if len(scores) != len(inputs.candidates) or not np.all(np.isfinite(scores)):
                 raise ModelError("model returned a wrong-sized or non-finite output")
-            return scores
+            return x, scores
         except ModelError:
             raise
         except Exception as exc:  # onnxruntime raises its own hierarchy; any failure falls back

@@ -14,6 +14,7 @@ from online.experiments import ExperimentStore
 from online.realtime import RealtimeStore
 from online.recommend import Recommender
 from online.shadow import ShadowRunner
+from online.skew import SkewMonitor
 from shared.errors import ApiError
 from shared.events import EventLogWriter
 from shared.request_log import RequestLogWriter
@@ -36,11 +37,15 @@ class Service:
     experiments: ExperimentStore | None = None
     # Shadow scoring's threads, queue and log (online/shadow.py; None: off on this app).
     shadow: ShadowRunner | None = None
+    # Train/serve skew sampling's thread, queue and log (online/skew.py; None: off).
+    skew: SkewMonitor | None = None
 
     def close(self) -> None:
         """Write what the logs still hold and close the store (worker exit)."""
         if self.shadow is not None:
             self.shadow.close()  # its threads stop first, then its log is written
+        if self.skew is not None:
+            self.skew.close()
         for writer in (self.request_log, self.event_log):
             if writer is not None:
                 writer.close()

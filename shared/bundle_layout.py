@@ -35,6 +35,9 @@ Optional (bundles without them stay valid; the service then scores with ALS):
   ranker/spec.json         {"model", "input", "output", "features": [names], "parity", ...}
   ranker/model.fp32.onnx   the re-ranker, input "features" float32 [N, F], output "score" [N]
   ranker/model.int8.onnx   its int8 quantization (spec.json's "model" names the shipped one)
+  monitoring/feature_stats.json  the features' and scores' summary statistics and PSI bin
+                           edges, of the training sample and the candidates as scored
+                           (shared/feature_stats.py); the service's skew reference
 """
 
 from __future__ import annotations
@@ -105,6 +108,10 @@ def ranker_file(model: str) -> str:
 
 RANKER_FILES = (RANKER_SPEC, *(ranker_file(m) for m in RANKER_MODELS))
 
+# --- monitoring/ -----------------------------------------------------------------------
+MONITORING_DIR = "monitoring"
+FEATURE_STATS = f"{MONITORING_DIR}/feature_stats.json"
+
 # A bundle without one of these is refused (shared.bundle.verify_bundle).
 REQUIRED_FILES = (
     ITEMS,
@@ -121,5 +128,5 @@ REQUIRED_FILES = (
     POPULAR,
     METRICS,
 )
-OPTIONAL_FILES = (QUARANTINE, METRICS_CHART, *FEATURE_FILES, *RANKER_FILES)
+OPTIONAL_FILES = (QUARANTINE, METRICS_CHART, *FEATURE_FILES, *RANKER_FILES, FEATURE_STATS)
 ALL_FILES = (MANIFEST, *REQUIRED_FILES, *OPTIONAL_FILES)

@@ -13,6 +13,7 @@ bundles are two objects (an A/B split serves both side by side).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared import bundle_layout as layout
+from shared import feature_stats
 from shared.bundle import GLOBAL_SEGMENT, BundleManifest, verify_bundle
 from shared.bundle_contents import check_contents, id_column_problems
 from shared.candidate_arrays import CandidateArrays
@@ -33,6 +35,7 @@ from shared.recommendation_arrays import RecommendationArrays
 from shared.sources import POPULAR, PRECOMPUTED
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +84,9 @@ class BundleData:
     features: FeatureArrays | None
     ranker: RankerSpec | None
     ranker_problem: str | None
+    # monitoring/feature_stats.json (shared/feature_stats.py); None when the bundle has none
+    # or it is unreadable: the service then measures no train/serve skew for it.
+    feature_stats: dict[str, Any] | None = None
 
     @property
     def run_id(self) -> str:
@@ -233,6 +239,19 @@ def _ranker(
     return features, RankerSpec(spec, model), None
 
 
+def _feature_stats(path: Path) -> dict[str, Any] | None:
+    """The bundle's feature statistics; a bad file only costs the skew monitoring."""
+    file = path / layout.FEATURE_STATS
+    if not file.exists():
+        return None
+    try:
+        return feature_stats.load(file)
+    except (OSError, ValueError) as exc:
+        log.error("unreadable feature stats, no skew monitoring for this bundle",
+                  extra={"bundle": str(path), "error": str(exc)})  # fmt: skip
+        return None
+
+
 def _check_shapes(data: BundleData) -> None:
     """Refuse arrays that disagree with each other."""
     n_items, n_users = data.n_items, data.n_users
@@ -288,6 +307,7 @@ def read_bundle(path: Path, verify_checksums: bool = True) -> BundleData:
         features=features,
         ranker=ranker,
         ranker_problem=ranker_problem,
+        feature_stats=_feature_stats(path),
     )
     _check_shapes(data)
     check_contents(data)

@@ -179,6 +179,10 @@ class BundleWriter:
         for name, source in models.items():
             self._file(layout.ranker_file(name), source)
 
+    def feature_stats(self, source: Path | Mapping[str, Any]) -> None:
+        """monitoring/feature_stats.json (shared/feature_stats.py), checksummed like the rest."""
+        self._file(layout.FEATURE_STATS, source if isinstance(source, Path) else json.dumps(source))
+
     # --- last -----------------------------------------------------------------------
 
     def finish(self, **fields: Any) -> BundleManifest:

@@ -148,6 +148,14 @@ class RankerConfig(_Frozen):
     batch_size: int = Field(256, ge=1)
     seed: int = 42
     parity_tolerance: float = Field(0.01, ge=0.0, description="int8 nDCG@10 within this of fp32")
+    # monitoring/feature_stats.json (batch/ranker/feature_stats.py, docs/monitoring.md).
+    stats_users: int = Field(
+        2000, ge=1, description="users of the published candidates whose scored features "
+        "are summarised (a deterministic sample)",
+    )
+    stats_training_rows: int = Field(
+        50_000, ge=100, description="training-sample rows summarised (a seeded sample)"
+    )
     prefer_int8: bool = Field(True, description="ship int8 when it passes parity")
     impression_negatives: bool = Field(
         True, description="impressions the user did not engage with (and dislikes) become "
@@ -201,8 +209,17 @@ DEFAULT_DRIFT_CHECKS: dict[str, tuple[float, DriftAction]] = {
     "quarantine_share": (0.01, "warn"),
     "freshness_hours": (24.0, "warn"),
     "input_age_at_run_hours": (48.0, "off"),
+    # Feature drift (the rank stage, batch/ranker/feature_stats.py): per-feature PSI of the
+    # published candidates as scored vs the last published run's, above the noise floor;
+    # `feature_psi_prev:<feature>` sets one feature apart. Train vs candidates of the same
+    # run differ by construction (sampled negatives), so it is recorded, off.
+    "feature_psi_prev": (0.2, "warn"),
+    "score_psi_prev": (0.2, "warn"),
+    "feature_psi_train": (0.25, "off"),
 }
 QUARANTINE_CHECK = "quarantine_share"
+# Checks recorded once per feature as "<check>:<feature>" (and configurable that way).
+PER_NAME_CHECKS = (QUARANTINE_CHECK, "feature_psi_prev", "feature_psi_train")
 
 
 class DriftCheckConfig(_Frozen):
@@ -262,10 +279,11 @@ class DriftConfig(_Frozen):
     @classmethod
     def _known_checks(cls, value: dict[str, DriftCheckConfig]) -> dict[str, DriftCheckConfig]:
         unknown = [n for n in value if n not in DEFAULT_DRIFT_CHECKS
-                   and not n.startswith(QUARANTINE_CHECK + ":")]
+                   and n.split(":", 1)[0] not in PER_NAME_CHECKS]
         if unknown:
             raise ValueError(f"unknown drift check(s) {sorted(unknown)}; checks are "
-                             f"{', '.join(DEFAULT_DRIFT_CHECKS)} and quarantine_share:<reason>")
+                             f"{', '.join(DEFAULT_DRIFT_CHECKS)}, quarantine_share:<reason> "
+                             "and feature_psi_prev:<feature>")
         return value
 
     def check(self, name: str) -> ResolvedCheck:

@@ -75,6 +75,11 @@ class _Builder:
                                         OFF if rc.action == "off" else SKIPPED, why))
 
 
+# The feature drift checks of the rank stage (batch/ranker/feature_stats.py) are built the
+# same way, into the same report.
+CheckBuilder = _Builder
+
+
 def evaluate(current: Profile, previous: Profile | None, window: list[Profile],
              quarantine_reasons: dict[str, int], rows_read: int, cfg: DriftConfig,
              now: float) -> DriftReport:  # fmt: skip

@@ -52,6 +52,8 @@ def _ranker(ctx: RunContext, writer: BundleWriter) -> None:
     models = ctx.outputs.train_ranker.models
     writer.ranker(spec, {name: models / name for name in RANKER_MODELS})
     writer.feature_arrays(ctx.outputs.features.arrays("full"))
+    if ctx.outputs.rank.feature_stats.exists():
+        writer.feature_stats(ctx.outputs.rank.feature_stats)
 
 
 def assemble(ctx: RunContext, target: Path) -> dict[str, int]:

@@ -43,7 +43,8 @@ import pyarrow.parquet as pq
 from batch.drift import store as drift_store
 from shared import bundle_layout as layout
 from shared import events as feedback_events
-from shared import request_log, rollout, shadow_log
+from shared import feature_stats as fstats
+from shared import request_log, rollout, shadow_log, skew_log
 from shared.bundle import RUNS_DIR, BundleManifest, load_manifest, run_dir
 from shared.privacy import load_key, pseudonyms
 from shared.warehouse import analyst_warehouse_path, warehouse_path
@@ -140,6 +141,9 @@ ANALYST_SQL: dict[str, str] = {
     ),
     # The shadow log has no user id (request_id joins served_requests): the same rows.
     "shadow": "SELECT * FROM {m}.shadow",
+    # Feature values and statistics: no user or item id at all.
+    "feature_skew": "SELECT * FROM {m}.feature_skew",
+    "feature_stats": "SELECT * FROM {m}.feature_stats",
 }
 # Sorting the big analyst tables by user makes per-user scans and joins cheaper.
 ANALYST_ORDER = {"interactions": "user_key, ts", "recommendations": "user_key, rank",
@@ -168,6 +172,8 @@ class WarehouseInputs:
     served: Source | None = None  # request_log.SCHEMA (older files may lack items.sources)
     events: Source | None = None  # shared.events.EVENT_SCHEMA
     shadow: Source | None = None  # shared.shadow_log.SCHEMA
+    skew: Source | None = None  # shared.skew_log.SCHEMA
+    feature_stats: pa.Table = field(default_factory=lambda: FEATURE_STATS_SCHEMA.empty_table())
     attribution_window_minutes: int = DEFAULT_ATTRIBUTION_WINDOW_MINUTES
     runs: pa.Table = field(default_factory=RUNS_SCHEMA.empty_table)
     metrics: pa.Table = field(default_factory=METRICS_SCHEMA.empty_table)
@@ -187,7 +193,8 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
     served_root = request_log.log_dir(artifacts)
     events_root = event_log if event_log is not None else artifacts / feedback_events.EVENT_LOG_DIR
     shadow_root = shadow_log.log_dir(artifacts)
-    for root in (served_root, events_root, shadow_root):
+    skew_root = skew_log.log_dir(artifacts)
+    for root in (served_root, events_root, shadow_root, skew_root):
         # Spools a killed worker left behind become part files now, not when a worker
         # of that server next starts (one may never start again on this host).
         request_log.recover_orphans(root)
@@ -195,6 +202,7 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
     # Same layout and glob as the served log: hidden temporary files never match.
     events = request_log.part_files(events_root)
     shadow = request_log.part_files(shadow_root)
+    skew = request_log.part_files(skew_root)
     inputs = WarehouseInputs(
         items=bundle / layout.ITEMS,
         users=bundle / layout.USERS,
@@ -206,6 +214,8 @@ def rebuild(artifacts: Path, run_id: str, clean_interactions: Path,
         served=served or None,
         events=events or None,
         shadow=shadow or None,
+        skew=skew or None,
+        feature_stats=feature_stats_table(artifacts),
         attribution_window_minutes=attribution_window_minutes,
         runs=runs,
         metrics=metrics,
@@ -361,6 +371,51 @@ def _raw_tables(con: duckdb.DuckDBPyConnection, inputs: WarehouseInputs) -> None
                 '"values"::JSON AS "values", who FROM src_rollout ORDER BY ts')  # fmt: skip
     _served(con, inputs.served)
     _shadow(con, inputs.shadow)
+    _feature_skew(con, inputs.skew, inputs.feature_stats)
+
+
+# One row per (run, sample, feature) of every kept bundle's monitoring/feature_stats.json.
+FEATURE_STATS_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("sample", pa.string()), ("feature", pa.string()),
+    ("rows", pa.int64()), ("mean", pa.float64()), ("std", pa.float64()),
+    *[(fstats.quantile_key(q), pa.float64()) for q in fstats.QUANTILES],
+    ("null_share", pa.float64()), ("default_share", pa.float64()),
+])  # fmt: skip
+
+
+def feature_stats_table(artifacts: Path) -> pa.Table:
+    """The feature statistics of every bundle under ART/runs that ships them."""
+    rows: list[dict[str, Any]] = []
+    root = artifacts / RUNS_DIR
+    for path in sorted(root.glob(f"*/{layout.FEATURE_STATS}")) if root.is_dir() else []:
+        run_id = path.parent.parent.name
+        if run_id.startswith("."):
+            continue  # staging or trash
+        try:
+            doc = fstats.load(path)
+        except (OSError, ValueError) as exc:
+            log.warning("feature stats of %s not loaded: %s", run_id, exc)
+            continue
+        for sample, body in doc["samples"].items():
+            summaries = dict(body["features"])
+            if fstats.SCORE in body:
+                summaries[fstats.SCORE] = body[fstats.SCORE]
+            for feature, summary in summaries.items():
+                rows.append({"run_id": run_id, "sample": sample, "feature": feature,
+                             **{k: summary.get(k) for k in FEATURE_STATS_SCHEMA.names[3:]}})
+    return pa.Table.from_pylist(rows, schema=FEATURE_STATS_SCHEMA)
+
+
+def _feature_skew(con: duckdb.DuckDBPyConnection, skew: Source | None,
+                  stats: pa.Table) -> None:  # fmt: skip
+    """`feature_skew`: the sampled live feature vectors as logged (ts as naive UTC); and
+    `feature_stats`: the bundles' batch-side statistics, the reference they are read against."""
+    src = _union_by_name(_rel(con, "skew", skew if skew is not None else skew_log.empty_table()))
+    con.execute("CREATE TABLE feature_skew AS SELECT * REPLACE (ts::TIMESTAMP AS ts) FROM "
+                f"{src} ORDER BY ts, sample_id")  # fmt: skip
+    con.register("src_feature_stats", stats.cast(FEATURE_STATS_SCHEMA))
+    con.execute("CREATE TABLE feature_stats AS SELECT * FROM src_feature_stats "
+                "ORDER BY run_id, sample, feature")  # fmt: skip
 
 
 def _shadow(con: duckdb.DuckDBPyConnection, shadow: Source | None) -> None:

@@ -32,8 +32,10 @@ def source_matrices(pdf: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 Scores = dict[str, np.ndarray]
-# (user, its items, its slice of the extra columns, each model's scores) -> output columns
-Emit = Callable[[int, np.ndarray, dict[str, np.ndarray], Scores], dict[str, np.ndarray]]
+# (user, its items, its slice of the extra columns, each model's scores, the features the
+# models read) -> output columns
+Emit = Callable[[int, np.ndarray, dict[str, np.ndarray], Scores, np.ndarray],
+                dict[str, np.ndarray]]
 
 
 def _scoring_job(candidates: DataFrame, features_dir: Path, models: dict[str, bytes],
@@ -59,7 +61,7 @@ def _scoring_job(candidates: DataFrame, features_dir: Path, models: dict[str, by
             x = compute_features(arrays, int(users[lo]), items,  # type: ignore[arg-type]
                                  scores_all[lo:hi], ranks_all[lo:hi])
             got = emit(int(users[lo]), items, {k: v[lo:hi] for k, v in extra_all.items()},
-                       {n: rankers[n].score(x) for n in names})  # type: ignore[attr-defined]
+                       {n: rankers[n].score(x) for n in names}, x)  # type: ignore[attr-defined]
             for field, values in got.items():
                 out[field].append(values)
         return pd.DataFrame({
@@ -107,7 +109,7 @@ def score_candidates(candidates: DataFrame, features_dir: Path, models: dict[str
     )
 
     def every_row(user: int, items: np.ndarray, extra: dict[str, np.ndarray],
-                  scores: Scores) -> dict[str, np.ndarray]:
+                  scores: Scores, x: np.ndarray) -> dict[str, np.ndarray]:
         return {"user_idx": np.full(items.size, user, np.int32), "item_idx": items,
                 **{f"score_{n}": scores[n] for n in names}}
 
@@ -133,7 +135,7 @@ def ranked_lists(candidates: DataFrame, features_dir: Path, model: bytes, partit
                for name in SOURCES)
 
     def top(user: int, items: np.ndarray, extra: dict[str, np.ndarray],
-            scores: Scores) -> dict[str, np.ndarray]:
+            scores: Scores, x: np.ndarray) -> dict[str, np.ndarray]:
         score = scores["model"].astype(np.float32)
         order = np.lexsort((items, -score))[:top_k]
         return {"user_idx": np.full(order.size, user, np.int32), "item_idx": items[order],
@@ -148,3 +150,23 @@ def ranked_lists(candidates: DataFrame, features_dir: Path, model: bytes, partit
         lambda x: x.isNotNull(),
     )
     return lists.select("user_idx", "item_idx", "score", "rank", sources.alias("sources"))
+
+
+def scored_features(candidates: DataFrame, features_dir: Path, model: bytes,
+                    partitions: int) -> DataFrame:
+    """(user_idx, score, f0..f{n-1}): every candidate's features as the model read them and
+    its score, for the feature statistics of the candidates as scored (batch/ranker/
+    feature_stats.py); the caller samples users first, this keeps every row of each."""
+    from shared.features import N_FEATURES
+
+    schema = StructType(
+        [StructField("user_idx", IntegerType(), False), StructField("score", FloatType(), False)]
+        + [StructField(f"f{j}", FloatType(), False) for j in range(N_FEATURES)]
+    )
+
+    def rows(user: int, items: np.ndarray, extra: dict[str, np.ndarray],
+             scores: Scores, x: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+        return {"user_idx": np.full(items.size, user, np.int32), "score": scores["model"],
+                **{f"f{j}": x[:, j] for j in range(N_FEATURES)}}
+
+    return _scoring_job(candidates, features_dir, {"model": model}, partitions, {}, rows, schema)

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.context import RunContext, read_json, write_json
+from batch.ranker import feature_stats
 from batch.ranker.batch_scoring import ranked_lists, score_candidates
 from batch.ranker.model import FP32, INPUT_NAME, INT8, OUTPUT_NAME, spearman
 from batch.spark import evaluate
@@ -75,6 +76,7 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     report = read_json(trained.report)
     spec_path = out.ranker_spec
     spec_path.unlink(missing_ok=True)
+    out.feature_stats.unlink(missing_ok=True)
     for stale in (out.reranked_eval("fp32"), out.reranked_eval("int8"), out.reranked_full):
         shutil.rmtree(stale, ignore_errors=True)  # never publish a previous run's lists
     if report.get("status") != "trained":
@@ -128,9 +130,13 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
                                          if k != "train_seconds"},
     }
     write_json(spec_path, spec)
+    run_id = str(read_json(ctx.outputs.validate.stats)["run_id"])
+    stats = feature_stats.write(ctx, run_id, blobs[shipped], full)
+    log.info("ranker: feature stats of %d training and %d candidate rows, %d drift warnings",
+             stats["training_rows"], stats["candidate_rows"], len(stats["warnings"]))
     log.info("ranker: shipping %s (nDCG@10 fp32 %.4f, int8 %.4f)", shipped, fp32_ndcg, int8_ndcg)
     lists = ({"eval": str(out.reranked_eval(shipped)), "full": str(out.reranked_full)}
              if order == "reranked" else {})  # none: the rank stage publishes the fused order
     return {"status": "reranked", "shipped": shipped, "parity": parity, "quality": quality,
             "fused_quality": fused_quality, "order": order, "order_reason": order_reason,
-            "lists": lists}
+            "lists": lists, "feature_stats": stats}

@@ -283,6 +283,11 @@ class RankOutputs(StageOutputs):
         """The spec the bundle ships when a re-ranker does (absent otherwise)."""
         return self.root / "ranker_spec.json"
 
+    @property
+    def feature_stats(self) -> Path:
+        """The bundle's monitoring/feature_stats.json when a re-ranker ships (absent otherwise)."""
+        return self.root / "feature_stats.json"
+
     def fused(self, variant: str) -> Path:
         return self.root / _variant(variant, VARIANTS) / "fused.parquet"
 

@@ -41,10 +41,16 @@ def run(ctx: RunContext) -> dict[str, object]:
     # The drift checks' values, thresholds and verdicts ride in the manifest: whoever reads a
     # bundle sees what its input looked like against the runs before it.
     drift = read_json(ctx.outputs.drift.report)
+    ranker = read_json(ctx.outputs.rank.ranker) if ctx.outputs.rank.ranker.exists() else {}
+    now = dt.datetime.now(dt.UTC)
+    extra: dict[str, object] = {"config": ctx.config.model_dump(), "gate": gate, "drift": drift,
+                                "freshness": freshness(window.get("max_ts"), drift, now)}
+    if ranker.get("feature_stats"):  # monitoring/feature_stats.json and its checks' summary
+        extra["feature_stats"] = ranker["feature_stats"]
     BundleWriter(staging).finish(
         run_id=run_id,
         run_date=ctx.run_date.isoformat(),
-        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        created_at=now.isoformat(timespec="seconds"),
         code_version=code_version(),
         config_fingerprint=ctx.config.fingerprint(),
         data_window={
@@ -55,7 +61,7 @@ def run(ctx: RunContext) -> dict[str, object]:
         row_counts=row_counts,
         metrics=metrics,
         index=IndexInfo(**index_info),
-        extra={"config": ctx.config.model_dump(), "gate": gate, "drift": drift},
+        extra=extra,
     )
     verify_bundle(staging)
     final = run_dir(ctx.artifacts, run_id)
@@ -97,6 +103,23 @@ def switch_or_canary(ctx: RunContext, run_id: str) -> str:
                          f"superseded by the canary of run {run_id}", who="publish")  # fmt: skip
     rollout.start(ctx.artifacts, run_id, ctx.config.publish.canary_share, who="publish")
     return live
+
+
+def freshness(newest_ts: object, drift: dict[str, object], now: dt.datetime) -> dict[str, object]:
+    """How fresh the bundle's input was: the newest valid event, its age when the run's
+    drift stage ran (its `input_age_at_run_hours` check) and when the bundle was published
+    (`published_at`, also the manifest's `created_at`; the service's
+    recsys_bundle_age_seconds counts from it)."""
+    at_run = next((c.get("value") for c in drift.get("checks", [])  # type: ignore[attr-defined]
+                   if c.get("check") == "input_age_at_run_hours"), None)
+    newest = None if newest_ts is None else int(str(newest_ts))
+    return {
+        "newest_event_at": _iso(newest) or None,
+        "newest_event_age_at_run_seconds": None if at_run is None else round(float(at_run) * 3600),
+        "newest_event_age_at_publish_seconds":
+            None if newest is None else round(now.timestamp() - newest),
+        "published_at": now.isoformat(timespec="seconds"),
+    }
 
 
 def _iso(epoch: object) -> str:

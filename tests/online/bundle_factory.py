@@ -30,6 +30,7 @@ from shared.bundle import (
     write_current,
 )
 from shared.bundle_writer import BundleWriter, CandidateChunks
+from shared.features import FeatureArrays
 from shared.sources import SOURCES
 
 SEEN_PER_USER = 5
@@ -54,8 +55,15 @@ def build_bundle(
     seed: int = 0,
     publish: bool = True,
     with_ranker: bool = False,
+    with_feature_stats: bool = False,
+    created_at: datetime | None = None,
 ) -> Path:
-    """Write ART/runs/<run_id>/ with every required file and a checksummed manifest."""
+    """Write ART/runs/<run_id>/ with every required file and a checksummed manifest.
+
+    with_feature_stats (needs with_ranker): monitoring/feature_stats.json of the candidates
+    the service retrieves for each user with the default ann_k (the batch candidates plus
+    the ANN top 100), as both training and candidates sample. created_at: the publish time in
+    the manifest (default now)."""
     rng = np.random.default_rng(seed)
     out = run_dir(artifacts, run_id)
     out.mkdir(parents=True, exist_ok=False)
@@ -161,11 +169,13 @@ def build_bundle(
     writer.metrics(metrics)
 
     if with_ranker:
-        write_ranker(writer, seen, n_users, n_items, rng)
+        arrays = write_ranker(writer, seen, n_users, n_items, rng)
+        if with_feature_stats:
+            writer.feature_stats(candidate_stats(arrays, item_f, user_f, cand_rows))
     writer.finish(
         run_id=run_id,
         run_date="2026-01-01",
-        created_at=datetime.now(UTC).isoformat(),
+        created_at=(created_at or datetime.now(UTC)).isoformat(),
         code_version="test",
         config_fingerprint="test",
         data_window={"train_start": "2025-01-01", "train_end": "2026-01-01"},
@@ -188,8 +198,9 @@ def build_bundle(
 def write_ranker(
     writer: BundleWriter, seen: list[np.ndarray], n_users: int, n_items: int,
     rng: np.random.Generator,
-) -> None:
-    """features/ arrays and ranker/ (spec + a linear ONNX model: score = 2 * als_dot).
+) -> FeatureArrays:
+    """features/ arrays and ranker/ (spec + a linear ONNX model: score = 2 * als_dot);
+    returns the arrays.
 
     Needs the `onnx` package (batch extra) to write the model.
     """
@@ -197,7 +208,7 @@ def write_ranker(
 
     from onnx import TensorProto, helper, numpy_helper
 
-    from shared.features import FEATURE_NAMES, N_FEATURES, FeatureArrays
+    from shared.features import FEATURE_NAMES, N_FEATURES
 
     per_item = 5
     day, start = 86_400.0, 1_700_000_000.0
@@ -238,6 +249,39 @@ def write_ranker(
     spec = {"model": layout.MODEL_INT8, "input": "features", "output": "score",
             "features": list(FEATURE_NAMES)}  # fmt: skip
     writer.ranker(spec, {layout.MODEL_INT8: model.SerializeToString()})
+    return arrays
+
+
+def candidate_stats(arrays: FeatureArrays, item_f: np.ndarray, user_f: np.ndarray,
+                    cand_rows: dict[str, list[object]], ann_k: int = 100) -> dict[str, object]:  # fmt: skip
+    """feature_stats.json of compute_features over each listed user's service candidates
+    (its batch candidates, with their source scores and ranks, plus the exact ANN top
+    ann_k), scored like write_ranker's model (2 * als_dot): both samples."""
+    from dataclasses import replace
+
+    from shared import feature_stats
+    from shared.features import FEATURE_NAMES, FEATURES, compute_features
+
+    full = replace(arrays, item_factors=item_f, user_factors=user_f)
+    users = np.asarray(cand_rows["user_idx"])
+    listed_items = np.asarray(cand_rows["item_idx"])
+    columns = {kind: np.array([[np.nan if v is None else v for v in cand_rows[f"{kind}_{s}"]]
+                               for s in SOURCES], dtype=np.float64).T
+               for kind in ("score", "rank")}  # fmt: skip
+    parts = []
+    for u in np.unique(users):
+        mine = np.flatnonzero(users == u)
+        ann = np.argsort(-(item_f @ user_f[u]), kind="stable")[:ann_k]
+        items = np.unique(np.r_[listed_items[mine], ann])
+        scores = np.full((len(items), len(SOURCES)), np.nan)
+        ranks = scores.copy()
+        at = np.searchsorted(items, listed_items[mine])
+        scores[at], ranks[at] = columns["score"][mine], columns["rank"][mine]
+        parts.append(compute_features(full, int(u), items, scores, ranks))
+    x = np.concatenate(parts)
+    model_scores = 2 * x[:, FEATURE_NAMES.index("als_dot")]
+    defaults = {f.name: f.default for f in FEATURES}
+    return feature_stats.build(x, FEATURE_NAMES, defaults, model_scores, x, model_scores)
 
 
 def corrupt(bundle: Path, name: str = layout.ITEM_FACTORS) -> None:

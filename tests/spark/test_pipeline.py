@@ -176,3 +176,31 @@ def test_sql_command_formats(pipeline_artifacts: Path) -> None:
     trend = subprocess.run([*base, "--format", "csv", "--query", "metric_trend"],
                            capture_output=True, text=True, timeout=60)
     assert trend.returncode == 0 and len(trend.stdout.splitlines()) == 2, trend.stderr
+
+
+def test_bundle_ships_feature_stats_their_checks_and_freshness(pipeline_artifacts: Path) -> None:
+    from shared import feature_stats as fs
+    from shared.features import FEATURE_NAMES
+
+    bundle = current_bundle(pipeline_artifacts)
+    manifest = verify_bundle(bundle)  # the stats file is checksummed with the rest
+    assert layout.FEATURE_STATS in manifest.files
+    stats = fs.load(bundle / layout.FEATURE_STATS)
+    summary = manifest.extra["feature_stats"]
+    assert summary["file"] == layout.FEATURE_STATS and summary["compared_with"] is None
+    for sample, rows in ((fs.TRAINING, summary["training_rows"]),
+                         (fs.CANDIDATES, summary["candidate_rows"])):  # fmt: skip
+        body = stats["samples"][sample]
+        assert body["rows"] == rows > 0
+        for name in (*FEATURE_NAMES, fs.SCORE):
+            s = body[fs.SCORE] if name == fs.SCORE else body["features"][name]
+            assert len(s["counts"]) == len(stats["edges"][name]) + 2 and sum(s["counts"]) == rows
+            assert s["p01"] <= s["p50"] <= s["p99"] and 0.0 <= s["null_share"] <= 1.0
+    checks = {c["check"]: c for c in manifest.extra["drift"]["checks"]}
+    assert {checks[f"feature_psi_prev:{n}"]["status"] for n in FEATURE_NAMES} == {"skipped"}
+    assert checks["score_psi_prev"]["status"] == "skipped"  # the first run: nothing to compare
+    assert {checks[f"feature_psi_train:{n}"]["status"] for n in FEATURE_NAMES} == {"off"}
+    fresh = manifest.extra["freshness"]
+    assert fresh["published_at"] == manifest.created_at
+    assert fresh["newest_event_age_at_publish_seconds"] >= fresh["newest_event_age_at_run_seconds"] > 0
+    assert fresh["newest_event_at"] == manifest.data_window["max"]
