@@ -11,14 +11,6 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from online import metrics
 
-# Metrics another part of the service exports (bundle freshness, training/serving skew):
-# (name, type, labels). Used only while online/metrics.py does not define them itself.
-PENDING: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("recsys_bundle_age_seconds", "gauge", ()),
-    ("recsys_feature_skew_psi", "gauge", ("feature",)),
-    ("recsys_skew_samples", "counter", ("outcome",)),
-    ("recsys_served_score", "histogram", ("scorer",)),
-)
 # Added by every Prometheus scrape (job, instance) or by prometheus_client's multiprocess
 # mode to per-worker gauges (pid).
 TARGET_LABELS = frozenset({"job", "instance", "pid"})
@@ -52,11 +44,9 @@ def exported_series() -> dict[str, frozenset[str]]:
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
             out.update(_series(value._name, value._type, value._labelnames))
-    # Derived at scrape time by metrics._hit_ratio, not a registered metric.
+    # Derived at scrape time (metrics._hit_ratio, metrics._bundle_age), not registered.
     out["recsys_cache_hit_ratio"] = frozenset({"cache"}) | TARGET_LABELS
-    for name, kind, labels in PENDING:
-        for series, names in _series(name, kind, labels).items():
-            out.setdefault(series, names)
+    out["recsys_bundle_age_seconds"] = TARGET_LABELS
     return out
 
 
