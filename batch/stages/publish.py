@@ -55,7 +55,9 @@ def run(ctx: RunContext) -> dict[str, object]:
         row_counts=row_counts,
         metrics=metrics,
         index=IndexInfo(**index_info),
-        extra={"config": ctx.config.model_dump(), "gate": gate, "drift": drift},
+        extra={"config": ctx.config.model_dump(), "gate": gate, "drift": drift,
+               # Which BLAS ALS ran on (batch/spark/blas.py): a slow night explains itself.
+               "blas": read_json(ctx.outputs.embeddings.stats).get("blas")},
     )
     verify_bundle(staging)
     final = run_dir(ctx.artifacts, run_id)
