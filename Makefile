@@ -55,7 +55,7 @@ haproxy-tools:
 # when apt-get is present and we are root; elsewhere install it yourself (`apt-get install
 # libopenblas0-pthread`, `dnf install openblas`). The run logs and records which one loaded.
 native-blas:
-	@ls /usr/lib/*/libblas.so.3 /usr/lib64/libblas.so.3 >/dev/null 2>&1 || { \
+	@{ ls /usr/lib/*/libblas.so.3 || ls /usr/lib64/libblas.so.3; } >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    apt-get install -y libopenblas0-pthread || { apt-get update && apt-get install -y libopenblas0-pthread; }; \
 	  else echo "no native libblas.so.3 and cannot install one here (needs apt-get and root): \
