@@ -12,7 +12,7 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: setup redis-tools monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
+.PHONY: setup redis-tools native-blas monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
 setup: $(STAMP) redis-tools monitoring-tools haproxy-tools
 
@@ -49,6 +49,17 @@ haproxy-tools:
 	    apt-get install -y haproxy || { apt-get update && apt-get install -y haproxy; }; \
 	  else echo "haproxy not found and cannot be installed here (needs apt-get and root): \
 	install it (apt-get install haproxy / brew install haproxy); the replica tests skip"; fi; }
+
+# Spark MLlib (ALS) calls BLAS through netlib, which loads a native libblas.so.3 when there is
+# one (JNIBLAS) and falls back to pure Java otherwise. Debian's OpenBLAS is installed here
+# when apt-get is present and we are root; elsewhere install it yourself (`apt-get install
+# libopenblas0-pthread`, `dnf install openblas`). The run logs and records which one loaded.
+native-blas:
+	@{ ls /usr/lib/*/libblas.so.3 || ls /usr/lib64/libblas.so.3; } >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y libopenblas0-pthread || { apt-get update && apt-get install -y libopenblas0-pthread; }; \
+	  else echo "no native libblas.so.3 and cannot install one here (needs apt-get and root): \
+	install libopenblas0-pthread; Spark ALS runs on Java BLAS meanwhile"; fi; }
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: java not found. Spark 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)."; exit 1; }

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from batch.spark import blas
 from shared.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,7 @@ def build_session(config: PipelineConfig, checkpoint_dir: Path, app_name: str) -
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # Python workers must run the interpreter that has pandas/faiss (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    blas.set_single_threaded()
     builder = SparkSession.builder.appName(app_name)
     if not os.environ.get("RECSYS_SPARK_SUBMITTED"):
         builder = builder.master(config.spark_master)
@@ -29,6 +31,7 @@ def build_session(config: PipelineConfig, checkpoint_dir: Path, app_name: str) -
         .config("spark.default.parallelism", str(config.shuffle_partitions))
         .config("spark.driver.memory", config.spark_driver_memory)
         .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.executorEnv.OPENBLAS_NUM_THREADS", "1")  # see batch/spark/blas.py
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         # Adaptive execution re-plans partitions from runtime sizes; off so that reruns
         # of the same date produce byte-identical outputs.

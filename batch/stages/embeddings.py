@@ -6,7 +6,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from batch.context import MODEL_VARIANTS, RunContext, write_json
-from batch.spark import als, idmaps, split
+from batch.spark import als, blas, idmaps, split
 from batch.stages._spark import read, write
 from shared.events import DISLIKE, IMPRESSION
 
@@ -60,6 +60,7 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         items.join(item_map, "item_id").withColumnRenamed("idx", "item_idx").orderBy("item_idx"),
         out.items,
     )
+    which_blas = blas.loaded_blas(spark)
     for variant in MODEL_VARIANTS:
         user_f, item_f = als.train_als(read(spark, out.train_for(variant)), ctx.config.als)
         write(user_f.orderBy("user_idx"), out.user_factors(variant), 2)
@@ -72,6 +73,7 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         "test_users_evaluated": test.select("user_idx").distinct().count(),
         "explicit_negatives": {r["event_type"]: int(r["count"]) for r in
                                read(spark, out.explicit_negatives).groupBy("event_type").count().collect()},
+        "blas": which_blas,
     }
     write_json(out.stats, counts)
     return counts

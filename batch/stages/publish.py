@@ -47,6 +47,8 @@ def run(ctx: RunContext) -> dict[str, object]:
                                 "freshness": freshness(window.get("max_ts"), drift, now)}
     if ranker.get("feature_stats"):  # monitoring/feature_stats.json and its checks' summary
         extra["feature_stats"] = ranker["feature_stats"]
+    # Which BLAS ALS ran on (batch/spark/blas.py): a slow night explains itself.
+    extra["blas"] = read_json(ctx.outputs.embeddings.stats).get("blas")
     BundleWriter(staging).finish(
         run_id=run_id,
         run_date=ctx.run_date.isoformat(),

@@ -27,6 +27,11 @@ from tests.conftest import run_pipeline, tiny_config
 pytestmark = pytest.mark.spark
 
 
+def native_blas_installed() -> bool:
+    return any(Path(d, "libblas.so.3").exists()
+               for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib"))  # fmt: skip
+
+
 def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -> None:
     bundle = current_bundle(pipeline_artifacts)
     manifest = verify_bundle(bundle)
@@ -50,6 +55,12 @@ def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -
     assert ease["lambda"] > 0 and 0 < ease["variants"]["full"]["interaction_share"] <= 1
     assert manifest.index.recall_at_100 == pytest.approx(1.0)  # flat index: exact
     assert manifest.row_counts["recommendations"] == len(recs)
+    # Which BLAS ALS ran on is recorded; where a native libblas.so.3 is installed (make
+    # setup installs Debian's OpenBLAS as root) it must be the one Spark loaded.
+    blas = manifest.extra["blas"]
+    assert blas["blas"] in {"JNIBLAS", "VectorBLAS", "JavaBLAS"} and blas["lapack"]
+    if native_blas_installed():
+        assert blas == {"blas": "JNIBLAS", "lapack": blas["lapack"], "native": True}
 
 
 def test_candidate_arrays_hold_the_published_candidate_table(pipeline_artifacts: Path) -> None:
