@@ -47,6 +47,14 @@ def status_cmd(directory: DirOpt = Path(".spark-cluster")) -> None:
     typer.echo(json.dumps(status(directory), indent=2))
 
 
+@cluster_app.command("url")
+def url_cmd(directory: DirOpt = Path(".spark-cluster")) -> None:
+    """The running cluster's master URL, for `--spark-master $(recsys cluster url)`."""
+    from batch.cluster.standalone import ClusterState
+
+    typer.echo(ClusterState.load(directory.resolve()).master_url)
+
+
 @cluster_app.command("stop")
 def stop_cmd(directory: DirOpt = Path(".spark-cluster")) -> None:
     """Stop the workers (and their executors), then the master; nothing is left running."""
