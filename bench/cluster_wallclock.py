@@ -34,12 +34,14 @@ def run(master: str, data: Path, art: Path, config: Path) -> tuple[float, dict[s
     env = {**os.environ, "PYTHONPATH": str(REPO), "SPARK_LOCAL_IP": "127.0.0.1",
            "PYSPARK_PYTHON": sys.executable}
     start = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "shared.cli", "batch", "run", "--data", str(data),
          "--artifacts", str(art), "--run-date", TINY_RUN_DATE.isoformat(),
          "--config", str(config), "--spark-master", master],
-        env=env, check=True, capture_output=True, text=True,
+        env=env, capture_output=True, text=True,
     )  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"{master} run failed:\n{proc.stderr[-4000:]}")
     seconds = time.perf_counter() - start
     return seconds, json.loads((current_bundle(art) / METRICS).read_text())
 
@@ -61,7 +63,8 @@ def main() -> None:
     try:
         for r in range(args.rounds):
             for mode, master in (("local[*]", "local[*]"), ("cluster", state.master_url)):
-                seconds, got = run(master, data, root / f"art-{mode}-{r}", config)
+                # No brackets in the path: Spark reads a path as a glob pattern.
+                seconds, got = run(master, data, root / f"art-{mode.strip('[*]')}-{r}", config)
                 times[mode].append(round(seconds, 1))
                 metrics.append(got)
                 print(f"round {r + 1} {mode}: {seconds:.1f}s", flush=True)
