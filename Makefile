@@ -12,7 +12,7 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: setup redis-tools native-blas monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
+.PHONY: cluster-up cluster-down cluster-status cluster-nightly setup redis-tools native-blas monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
 setup: $(STAMP) redis-tools monitoring-tools haproxy-tools
 
@@ -93,6 +93,22 @@ test-fast: setup lint
 
 demo: setup
 	bash scripts/demo.sh
+
+# A Spark standalone cluster on this machine (a master and two 1-core workers, docs/cluster.md)
+# and the nightly pipeline on it; `make cluster-down` stops every process it started.
+CLUSTER_DIR ?= $(CURDIR)/.spark-cluster
+cluster-up: setup
+	$(BIN)/recsys cluster start --dir $(CLUSTER_DIR)
+
+cluster-status:
+	$(BIN)/recsys cluster status --dir $(CLUSTER_DIR)
+
+cluster-nightly: setup
+	$(BIN)/recsys batch run --data $(DEMO_DATA) --artifacts $(ART) --run-date $(DEMO_DATE) \
+	  --spark-master "$$($(BIN)/recsys cluster url --dir $(CLUSTER_DIR))"
+
+cluster-down:
+	$(BIN)/recsys cluster stop --dir $(CLUSTER_DIR)
 
 airflow: setup
 	bash scripts/airflow_standalone.sh

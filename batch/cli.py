@@ -22,6 +22,11 @@ def register_batch(app: typer.Typer) -> None:
     from batch.evaluation.cli import evaluate_holdout
 
     app.command("evaluate-holdout")(evaluate_holdout)
+    # The cluster the batch commands can run on (`--spark-master`); no entry point of its
+    # own, so an existing install gets it without reinstalling.
+    from batch.cluster.cli import cluster_app
+
+    app.add_typer(cluster_app, name="cluster")
 
 
 def register_report(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from batch.spark import blas
+from batch.spark.code_shipping import ship_code
 from shared.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ def build_session(config: PipelineConfig, checkpoint_dir: Path, app_name: str) -
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel(os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"))
+    ship_code(spark)  # a cluster's executors import batch/shared from the shipped zip
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     spark.sparkContext.setCheckpointDir(str(checkpoint_dir))
     return spark

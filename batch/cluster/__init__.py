@@ -1,0 +1,1 @@
+"""A Spark standalone cluster on this machine, from the installed pyspark (`recsys cluster`)."""
