@@ -72,6 +72,15 @@ def part_files(root: Path) -> list[Path]:
     return sorted(root.glob(PART_GLOB)) if root.exists() else []
 
 
+def tuple_rows_table(rows: Sequence[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    """A table of `schema` from rows that are tuples of atomic values in schema order (the
+    rows_table of every log whose records are flat: shadow, skew)."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    return pa.Table.from_arrays(
+        [pa.array(col, f.type) for col, f in zip(columns, schema, strict=True)], schema=schema
+    )
+
+
 def sliced_table(rows: Sequence[Any], rows_table: RowsTable, schema: pa.Schema) -> pa.Table:
     """`rows_table` a slice at a time, sleeping between slices (see the module doc)."""
     parts = []

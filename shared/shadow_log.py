@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from shared.parquet_log import ParquetLogWriter
+from shared.parquet_log import ParquetLogWriter, tuple_rows_table
 
 SHADOW_LOG_DIR = "shadow_log"
 
@@ -71,10 +71,7 @@ Row = tuple[Any, ...]  # ShadowRecord's fields in SCHEMA order: atomic values on
 
 
 def rows_table(rows: Sequence[Row]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(SCHEMA)
-    return pa.Table.from_arrays(
-        [pa.array(col, f.type) for col, f in zip(columns, SCHEMA, strict=True)], schema=SCHEMA
-    )
+    return tuple_rows_table(rows, SCHEMA)
 
 
 def empty_table() -> pa.Table:

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from shared.features import FEATURE_NAMES
-from shared.parquet_log import ParquetLogWriter
+from shared.parquet_log import ParquetLogWriter, tuple_rows_table
 
 SKEW_LOG_DIR = "skew_log"
 
@@ -39,10 +39,7 @@ Row = tuple[Any, ...]  # SCHEMA order: ts, bundle, scorer, sample_id, candidates
 
 
 def rows_table(rows: Sequence[Row]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(SCHEMA)
-    return pa.Table.from_arrays(
-        [pa.array(col, f.type) for col, f in zip(columns, SCHEMA, strict=True)], schema=SCHEMA
-    )
+    return tuple_rows_table(rows, SCHEMA)
 
 
 def empty_table() -> pa.Table:
