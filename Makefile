@@ -14,18 +14,24 @@ export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
 .PHONY: cluster-up cluster-down cluster-status cluster-nightly setup redis-tools native-blas monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
-setup: $(STAMP) redis-tools monitoring-tools haproxy-tools
+setup: $(STAMP) redis-tools monitoring-tools haproxy-tools native-blas
+
+# $(call debian_tool,CHECK,PACKAGE,HINT): run CHECK; when it fails, install the Debian
+# PACKAGE if apt-get is present and we are root, else print how (HINT) and go on: the
+# tests that need the tool skip, nothing else does.
+define debian_tool
+	@$(1) >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y $(2) || { apt-get update && apt-get install -y $(2); }; \
+	  else echo "$(2) is missing and cannot be installed here (needs apt-get and root): $(3)"; fi; }
+endef
 
 # The real-time store's Redis backend is tested against a real redis-server (Debian
 # package), installed here when apt-get is present and we are root; elsewhere install it
 # yourself (`apt-get install redis-server`, `brew install redis`) or the Redis tests skip.
 # The service itself needs no Redis: the default store is SQLite.
 redis-tools:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y redis-server || { apt-get update && apt-get install -y redis-server; }; \
-	  else echo "redis-server not found and cannot be installed here (needs apt-get and root): \
-	install it (apt-get install redis-server / brew install redis); the Redis store tests skip"; fi; }
+	$(call debian_tool,command -v redis-server,redis-server,install it (apt-get install redis-server / brew install redis); the Redis store tests skip)
 
 # The Prometheus rules (online/monitoring/recsys_rules.yml) are checked and unit-tested with
 # promtool, from the Debian package prometheus (2.42 on bookworm), installed here when
@@ -33,33 +39,21 @@ redis-tools:
 # install prometheus`, `brew install prometheus`) or the promtool tests skip. Only promtool
 # is used: the package's prometheus service is not needed (and not started in containers).
 monitoring-tools:
-	@command -v promtool >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y prometheus || { apt-get update && apt-get install -y prometheus; }; \
-	  else echo "promtool not found and cannot be installed here (needs apt-get and root): \
-	install it (apt-get install prometheus / brew install prometheus); the promtool tests skip"; fi; }
+	$(call debian_tool,command -v promtool,prometheus,install it (apt-get install prometheus / brew install prometheus); the promtool tests skip)
 
 # `recsys replicas` puts HAProxy (Debian bookworm's 2.6) in front of the replicas; its e2e
 # tests run against the real one. Installed here when apt-get is present and we are root;
 # elsewhere install it yourself (`apt-get install haproxy`, `brew install haproxy`) or the
 # replica tests skip. A single `recsys serve` needs no HAProxy.
 haproxy-tools:
-	@command -v haproxy >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y haproxy || { apt-get update && apt-get install -y haproxy; }; \
-	  else echo "haproxy not found and cannot be installed here (needs apt-get and root): \
-	install it (apt-get install haproxy / brew install haproxy); the replica tests skip"; fi; }
+	$(call debian_tool,command -v haproxy,haproxy,install it (apt-get install haproxy / brew install haproxy); the replica tests skip)
 
 # Spark MLlib (ALS) calls BLAS through netlib, which loads a native libblas.so.3 when there is
 # one (JNIBLAS) and falls back to pure Java otherwise. Debian's OpenBLAS is installed here
 # when apt-get is present and we are root; elsewhere install it yourself (`apt-get install
 # libopenblas0-pthread`, `dnf install openblas`). The run logs and records which one loaded.
 native-blas:
-	@{ ls /usr/lib/*/libblas.so.3 || ls /usr/lib64/libblas.so.3; } >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y libopenblas0-pthread || { apt-get update && apt-get install -y libopenblas0-pthread; }; \
-	  else echo "no native libblas.so.3 and cannot install one here (needs apt-get and root): \
-	install libopenblas0-pthread; Spark ALS runs on Java BLAS meanwhile"; fi; }
+	$(call debian_tool,{ ls /usr/lib/*/libblas.so.3 || ls /usr/lib64/libblas.so.3; },libopenblas0-pthread,install a native libblas.so.3 (apt-get install libopenblas0-pthread / dnf install openblas); Spark ALS runs on Java BLAS meanwhile)
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: java not found. Spark 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)."; exit 1; }
@@ -123,11 +117,7 @@ bench: setup bench-tools
 	bash bench/run_all.sh
 
 bench-tools:
-	@command -v wrk >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }; \
-	  else echo "wrk not found and cannot be installed here (needs apt-get and root): \
-	install it (apt-get install wrk / brew install wrk); the load test skips saturation"; fi; }
+	$(call debian_tool,command -v wrk,wrk,install it (apt-get install wrk / brew install wrk); the load test skips saturation)
 
 lock:
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt.new && mv constraints.txt.new constraints.txt
