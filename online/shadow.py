@@ -16,13 +16,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import queue
 import random
-import threading
 import time
 from dataclasses import dataclass
 
 from online import metrics
+from online.background import BackgroundQueue
 from online.bundle_loader import LoadedBundle
 from online.config import ServiceConfig
 from online.recommend import Query, Recommender
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 
 SCORED, DROPPED_QUEUE, DROPPED_BUDGET, ERROR = "scored", "dropped_queue", "dropped_budget", "error"
 _ERROR_LOG_INTERVAL = 30.0  # a shadow that always fails: one log line per interval
-_CLOSE_TIMEOUT = 5.0
 
 
 def label(shadow: Shadow) -> str:
@@ -68,10 +66,8 @@ class ShadowRunner:
         self.log = shadow_log
         # Its own recommender: shadow stages never move serving's budget estimates.
         self.recommender = recommender or Recommender(config, observe=False)
-        self._queue: queue.Queue[ShadowJob | None] = queue.Queue(config.shadow_queue_size)
-        self._threads: list[threading.Thread] = []
-        self._start_lock = threading.Lock()
-        self._closed = False
+        self._work: BackgroundQueue[ShadowJob] = BackgroundQueue(
+            "shadow", config.shadow_queue_size, config.shadow_threads, self._score, self._failed)
         self._random = random.Random()
         self._error_logged_at = float("-inf")
 
@@ -85,75 +81,32 @@ class ShadowRunner:
         if took_ms > self.config.budget_ms * self.config.shadow_max_budget_share:
             metrics.SHADOW.labels(DROPPED_BUDGET).inc()
             return DROPPED_BUDGET
-        if self._closed:
-            metrics.SHADOW.labels(DROPPED_QUEUE).inc()
-            return DROPPED_QUEUE
-        self._ensure_threads()
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
+        if not self._work.offer(job):  # closed or full
             metrics.SHADOW.labels(DROPPED_QUEUE).inc()
             return DROPPED_QUEUE
         return SCORED
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """True once every queued job has finished (tests, drains)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        return True
+        return self._work.wait_idle(timeout, poll=0.005)
 
     def close(self) -> None:
         """Stop the threads (jobs still queued are dropped: a worker exit must not wait on
         shadows), then write what the shadow log holds."""
-        self._closed = True
-        while True:
-            try:
-                self._queue.get_nowait()
-                self._queue.task_done()
-                metrics.SHADOW.labels(DROPPED_QUEUE).inc()
-            except queue.Empty:
-                break
-        for _ in self._threads:
-            try:
-                self._queue.put(None, timeout=_CLOSE_TIMEOUT)
-            except queue.Full:
-                break
-        for thread in self._threads:
-            thread.join(_CLOSE_TIMEOUT)
+        dropped = self._work.close()
+        if dropped:
+            metrics.SHADOW.labels(DROPPED_QUEUE).inc(dropped)
         if self.log is not None:
             self.log.close()
 
-    def _ensure_threads(self) -> None:
-        if self._threads:
-            return
-        with self._start_lock:
-            if self._threads:
-                return
-            threads = [threading.Thread(target=self._run, name=f"shadow-{n}", daemon=True)
-                       for n in range(self.config.shadow_threads)]  # fmt: skip
-            for thread in threads:
-                thread.start()
-            self._threads = threads
-
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                self._score(job)
-            except Exception as exc:  # a failing shadow is counted, never fatal
-                metrics.SHADOW.labels(ERROR).inc()
-                now = time.monotonic()
-                if now - self._error_logged_at >= _ERROR_LOG_INTERVAL:
-                    self._error_logged_at = now
-                    log.error("shadow ranking failed", extra={"error": f"{type(exc).__name__}: "
-                              f"{exc}", "shadow": label(job.shadow) if job else None})  # fmt: skip
-            finally:
-                self._queue.task_done()
+    def _failed(self, job: ShadowJob, exc: Exception) -> None:
+        """A failing shadow is counted, never fatal; logged once per interval."""
+        metrics.SHADOW.labels(ERROR).inc()
+        now = time.monotonic()
+        if now - self._error_logged_at >= _ERROR_LOG_INTERVAL:
+            self._error_logged_at = now
+            log.error("shadow ranking failed", extra={"error": f"{type(exc).__name__}: {exc}",
+                                                      "shadow": label(job.shadow)})  # fmt: skip
 
     def _score(self, job: ShadowJob) -> None:
         started = time.perf_counter()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import queue
 import random
 import threading
 import time
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from online import metrics
+from online.background import BackgroundQueue
 from online.config import ServiceConfig
 from shared import feature_stats as fs
 from shared.features import FEATURE_NAMES
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 
 SAMPLED, DROPPED = "sampled", "dropped"
 MAX_BUNDLES = 4  # bundles tracked per worker (CURRENT, arms, a canary); the oldest is dropped
-_CLOSE_TIMEOUT = 5.0
 # The PSI of every feature is recomputed at most this often (and this long after the last
 # sample at the latest): per sample, at 100 % sampling, it would cost as much as the binning.
 _EXPORT_SECONDS = 1.0
@@ -143,10 +142,11 @@ class SkewMonitor:
         self.config = config
         self.log = skew_log
         self.rate = config.skew_sample_rate
-        self._queue: queue.Queue[SkewSample | None] = queue.Queue(config.skew_queue_size)
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._closed = False
+        self._work: BackgroundQueue[SkewSample] = BackgroundQueue(
+            # process is looked up per sample: tests stand a slow one in for it
+            "skew", config.skew_queue_size, 1, lambda sample: self.process(sample), self._failed,
+            idle_seconds=_EXPORT_SECONDS, on_idle=self._export_if_dirty,  # the last samples' PSI
+        )
         self._random = random.Random()
         self._bundles: dict[str, BundleSkew] = {}  # run id -> state, oldest first
         self._seq = 0
@@ -161,64 +161,26 @@ class SkewMonitor:
 
     def offer(self, sample: SkewSample) -> str:
         """Queue the sample, or drop it when the queue is full; never blocks."""
-        if self._closed:
-            metrics.SKEW_SAMPLES.labels(DROPPED).inc()
-            return DROPPED
-        self._ensure_thread()
-        try:
-            self._queue.put_nowait(sample)
-        except queue.Full:
-            metrics.SKEW_SAMPLES.labels(DROPPED).inc()
-            return DROPPED
-        metrics.SKEW_SAMPLES.labels(SAMPLED).inc()
-        return SAMPLED
+        outcome = SAMPLED if self._work.offer(sample) else DROPPED
+        metrics.SKEW_SAMPLES.labels(outcome).inc()
+        return outcome
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """True once every queued sample has been processed (tests, the bench)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.002)
+        if not self._work.wait_idle(timeout):
+            return False
         self._export_if_dirty()
         return True
 
     def close(self) -> None:
         """Stop the thread (samples still queued are dropped), then write the log."""
-        self._closed = True
-        if self._thread is not None:
-            try:
-                self._queue.put(None, timeout=_CLOSE_TIMEOUT)
-            except queue.Full:
-                pass
-            self._thread.join(_CLOSE_TIMEOUT)
+        self._work.close()
         if self.log is not None:
             self.log.close()
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        with self._start_lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name="skew", daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def _run(self) -> None:
-        while True:
-            try:
-                sample = self._queue.get(timeout=_EXPORT_SECONDS)
-            except queue.Empty:
-                self._export_if_dirty()  # the last samples' values, once traffic pauses
-                continue
-            try:
-                if sample is None:
-                    return
-                self.process(sample)
-            except Exception:  # skew monitoring never takes the worker down
-                log.exception("skew sample could not be processed")
-            finally:
-                self._queue.task_done()
+    @staticmethod
+    def _failed(sample: SkewSample, exc: Exception) -> None:  # skew never takes a worker down
+        log.error("skew sample could not be processed", exc_info=exc)
 
     def process(self, sample: SkewSample) -> None:
         """Bin one sample, export the PSI (at most every _EXPORT_SECONDS), log a few rows."""
