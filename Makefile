@@ -12,7 +12,7 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: cluster-up cluster-down cluster-status cluster-nightly setup redis-tools native-blas monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
+.PHONY: cluster-up cluster-down cluster-status cluster-nightly cluster-airflow setup redis-tools native-blas monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
 setup: $(STAMP) redis-tools monitoring-tools haproxy-tools native-blas
 
@@ -100,6 +100,13 @@ cluster-status:
 cluster-nightly: setup
 	$(BIN)/recsys batch run --data $(DEMO_DATA) --artifacts $(ART) --run-date $(DEMO_DATE) \
 	  --spark-master "$$($(BIN)/recsys cluster url --dir $(CLUSTER_DIR))"
+
+# The nightly DAG once through Airflow (`airflow dags test`), its Spark tasks spark-submitted
+# to that cluster: spark_default = the master's host and port, driver on this machine.
+cluster-airflow: setup
+	url="$$($(BIN)/recsys cluster url --dir $(CLUSTER_DIR))" && \
+	AIRFLOW_CONN_SPARK_DEFAULT="{\"conn_type\": \"spark\", \"host\": \"$${url%:*}\", \"port\": $${url##*:}, \"extra\": {\"deploy-mode\": \"client\"}}" \
+	  RECSYS_DATA=$(DEMO_DATA) RECSYS_ARTIFACTS=$(ART) bash scripts/run_nightly_once.sh $(DEMO_DATE)
 
 cluster-down:
 	$(BIN)/recsys cluster stop --dir $(CLUSTER_DIR)

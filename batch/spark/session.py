@@ -22,9 +22,12 @@ def build_session(config: PipelineConfig, checkpoint_dir: Path, app_name: str) -
     # Python workers must run the interpreter that has pandas/faiss (the project's venv).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     blas.set_single_threaded()
-    builder = SparkSession.builder.appName(app_name)
+    builder = SparkSession.builder
     if not os.environ.get("RECSYS_SPARK_SUBMITTED"):
-        builder = builder.master(config.spark_master)
+        builder = builder.master(config.spark_master).appName(app_name)
+    # else: spark-submit's --master and --name win. The DAG names each stage's application
+    # (`recsys-<stage>`); overriding it here would give every stage of a night one name on
+    # the cluster's master UI and history server.
     spark = (
         builder.config("spark.ui.enabled", os.environ.get("RECSYS_SPARK_UI", "false"))
         .config("spark.ui.showConsoleProgress", "false")
