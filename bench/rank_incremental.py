@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -122,6 +123,8 @@ def main() -> None:
     p.add_argument("--spark-master", default="local[2]")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     d0 = dt.date(2025, 12, 31)
     d1 = d0 + dt.timedelta(days=1)
     art, data0, data1 = args.work / "art", args.work / "day0", args.work / "day1"

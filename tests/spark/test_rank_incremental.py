@@ -72,19 +72,6 @@ def test_incremental_equals_full_rescore_with_changed_new_and_unchanged_users(
     drop_item, new_feature = users[:CHANGED_ITEMS], users[CHANGED_ITEMS:n_changed]
     new_users = users[n_changed:n_changed + NEW]
 
-    # Today's candidates: some users lost their highest-numbered candidate, others have
-    # one candidate whose popular-source score moved; everyone else's rows are unchanged.
-    last = candidates.groupBy("user_idx").agg(F.max("item_idx").alias("last"))
-    first = candidates.groupBy("user_idx").agg(F.min("item_idx").alias("first"))
-    today = (
-        candidates.join(last, "user_idx").join(first, "user_idx")
-        .where(~(F.col("user_idx").isin(drop_item) & (F.col("item_idx") == F.col("last"))))
-        .withColumn("score_popular", F.when(
-            F.col("user_idx").isin(new_feature) & (F.col("item_idx") == F.col("first")),
-            F.coalesce(F.col("score_popular"), F.lit(0.0)) + 0.25,
-        ).otherwise(F.col("score_popular")))
-        .select(*candidates.columns)
-    )
     # Yesterday's run: the published lists and fingerprints, minus the users new today.
     prev_ctx = _ctx(tmp_path / "prev", "yesterday")
     yesterday = incremental.rank_full(prev_ctx, spark, candidates, features_dir, model, TOP_K,
@@ -95,6 +82,21 @@ def test_incremental_equals_full_rescore_with_changed_new_and_unchanged_users(
     fps.write.parquet(str(tmp_path / "prev_fps"))
     state = read_json(prev_out.incremental)
     previous = incremental.Previous("yesterday", state, prev_out.reranked_full, tmp_path / "prev_fps")
+
+    # Today's candidates: some users lost yesterday's first item, others have one candidate
+    # whose popular-source score moved; everyone else's rows are unchanged.
+    top1 = (spark.read.parquet(str(prev_out.reranked_full)).where(F.col("rank") == 1)
+            .select("user_idx", F.col("item_idx").alias("top1")))
+    first = candidates.groupBy("user_idx").agg(F.min("item_idx").alias("first"))
+    today = (
+        candidates.join(top1, "user_idx").join(first, "user_idx")
+        .where(~(F.col("user_idx").isin(drop_item) & (F.col("item_idx") == F.col("top1"))))
+        .withColumn("score_popular", F.when(
+            F.col("user_idx").isin(new_feature) & (F.col("item_idx") == F.col("first")),
+            F.coalesce(F.col("score_popular"), F.lit(0.0)) + 0.25,
+        ).otherwise(F.col("score_popular")))
+        .select(*candidates.columns)
+    )
 
     inc_ctx = _ctx(tmp_path / "inc", "today")
     inc = incremental.rank_full(inc_ctx, spark, today, features_dir, model, TOP_K, previous, "")
