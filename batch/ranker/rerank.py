@@ -85,6 +85,8 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     for stale in (out.reranked_eval("fp32"), out.reranked_eval("int8"), out.reranked_full,
                   out.fingerprints):
         shutil.rmtree(stale, ignore_errors=True)  # never publish a previous run's lists
+    if report.get("status") != "trained" or report.get("features") != list(FEATURE_NAMES):
+        shutil.rmtree(out.previous_scratch, ignore_errors=True)  # nothing is scored: unused
     if report.get("status") != "trained":
         return {"status": report.get("status"), "reason": report.get("reason", "")}
     if report.get("features") != list(FEATURE_NAMES):
