@@ -164,6 +164,12 @@ class RankerConfig(_Frozen):
     impression_negatives_per_user: int = Field(
         50, ge=0, description="explicit negatives kept per training user (a seeded subset)",
     )
+    incremental: bool = Field(
+        True, description="rank: reuse the last published run's list of a user whose model "
+        "inputs and run key (model bytes, top_k, features) are unchanged, score only the "
+        "others; false (or RECSYS_RANK_FULL_RESCORE=1) rescores every user. Exact: the lists "
+        "are the same either way (docs/reranker.md)",
+    )
 
 
 class PublishConfig(_Frozen):

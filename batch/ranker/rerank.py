@@ -20,8 +20,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from batch.context import RunContext, read_json, write_json
-from batch.ranker import feature_stats
-from batch.ranker.batch_scoring import ranked_lists, score_candidates
+from batch.ranker import feature_stats, incremental
+from batch.ranker.batch_scoring import score_candidates
 from batch.ranker.model import FP32, INPUT_NAME, INT8, OUTPUT_NAME, spearman
 from batch.spark import evaluate
 from shared.features import FEATURE_NAMES
@@ -75,10 +75,18 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     trained, features, out = ctx.outputs.train_ranker, ctx.outputs.features, ctx.outputs.rank
     report = read_json(trained.report)
     spec_path = out.ranker_spec
+    # Before anything of this run's is replaced: a rerun of CURRENT's date reuses from the
+    # very files it overwrites below (incremental.find_previous copies them aside).
+    previous, no_previous = ((None, forced) if (forced := incremental.forced_full(ctx))
+                             else incremental.find_previous(ctx, out))
     spec_path.unlink(missing_ok=True)
     out.feature_stats.unlink(missing_ok=True)
-    for stale in (out.reranked_eval("fp32"), out.reranked_eval("int8"), out.reranked_full):
+    out.incremental.unlink(missing_ok=True)
+    for stale in (out.reranked_eval("fp32"), out.reranked_eval("int8"), out.reranked_full,
+                  out.fingerprints):
         shutil.rmtree(stale, ignore_errors=True)  # never publish a previous run's lists
+    if report.get("status") != "trained" or report.get("features") != list(FEATURE_NAMES):
+        shutil.rmtree(out.previous_scratch, ignore_errors=True)  # nothing is scored: unused
     if report.get("status") != "trained":
         return {"status": report.get("status"), "reason": report.get("reason", "")}
     if report.get("features") != list(FEATURE_NAMES):
@@ -117,10 +125,11 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
     log.info("ranker: lists in %s order (%s)", order, order_reason)
 
     full = spark.read.parquet(str(ctx.outputs.candidates.merged("full")))
-    # Every user: the top k is picked inside the scoring tasks (no shuffle of all scored rows).
-    ranked_lists(full, features.arrays("full"), blobs[shipped], parts, top_k) \
-        .orderBy("user_idx", "rank").coalesce(4) \
-        .write.mode("overwrite").parquet(str(out.reranked_full))
+    # Every user: the top k is picked inside the scoring tasks (no shuffle of all scored
+    # rows); a user whose model inputs are those of the previous published run keeps its
+    # list from there, unscored (batch/ranker/incremental.py).
+    incremental_stats = incremental.rank_full(ctx, spark, full, features.arrays("full"),
+                                              blobs[shipped], top_k, previous, no_previous)
     spec = {
         "model": FP32 if shipped == "fp32" else INT8, "input": INPUT_NAME, "output": OUTPUT_NAME,
         "features": list(FEATURE_NAMES), "parity": parity, "shipped": shipped,
@@ -139,4 +148,4 @@ def rerank(ctx: RunContext, spark: SparkSession, top_k: int) -> dict[str, object
              if order == "reranked" else {})  # none: the rank stage publishes the fused order
     return {"status": "reranked", "shipped": shipped, "parity": parity, "quality": quality,
             "fused_quality": fused_quality, "order": order, "order_reason": order_reason,
-            "lists": lists, "feature_stats": stats}
+            "lists": lists, "feature_stats": stats, "incremental": incremental_stats}

@@ -313,6 +313,30 @@ class RankOutputs(StageOutputs):
     def popularity_baseline(self) -> Path:
         return self.root / EVAL / "popularity_baseline.parquet"
 
+    @property
+    def fingerprints(self) -> Path:
+        """(user_idx, fp_hi, fp_lo): each published user's fingerprint of its model inputs
+        (batch/ranker/fingerprint.py), what the next run compares to reuse its list."""
+        return self.root / FULL / "fingerprints.parquet"
+
+    @property
+    def incremental(self) -> Path:
+        """The run key behind reranked_full and fingerprints, the run id that wrote them,
+        and how many users were reused or rescored and why (batch/ranker/incremental.py)."""
+        return self.root / FULL / "incremental.json"
+
+    @property
+    def scored_scratch(self) -> Path:
+        """Stage-private: the full variant's scored rows and fingerprints, before the
+        reused lists are merged in."""
+        return self.root / FULL / "_scored.parquet"
+
+    @property
+    def previous_scratch(self) -> Path:
+        """Stage-private: a copy of the previous run's lists and fingerprints when that run
+        wrote this same directory (a rerun of its date), taken before they are replaced."""
+        return self.root / FULL / "_previous"
+
 
 @dataclass(frozen=True)
 class EvaluateOutputs(StageOutputs):

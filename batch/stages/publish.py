@@ -47,6 +47,8 @@ def run(ctx: RunContext) -> dict[str, object]:
                                 "freshness": freshness(window.get("max_ts"), drift, now)}
     if ranker.get("feature_stats"):  # monitoring/feature_stats.json and its checks' summary
         extra["feature_stats"] = ranker["feature_stats"]
+    if ranker.get("incremental"):  # users whose list was reused from the previous run / scored
+        extra["rank_incremental"] = ranker["incremental"]
     # Which BLAS ALS ran on (batch/spark/blas.py): a slow night explains itself.
     extra["blas"] = read_json(ctx.outputs.embeddings.stats).get("blas")
     BundleWriter(staging).finish(

@@ -58,4 +58,8 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
     )
     write(evaluate.rank_lists(baseline, "score", EVAL_K).orderBy("user_idx", "rank"),
           out.popularity_baseline)
-    return {"top_k": top_k, "fusion_weights": weights, "ranker": ranker.get("status")}
+    # Users whose published list came from the previous run vs were scored (and why).
+    inc = ranker.get("incremental") or {}
+    return {"top_k": top_k, "fusion_weights": weights, "ranker": ranker.get("status"),
+            "incremental": {k: inc.get(k) for k in ("mode", "reused", "rescored", "reason",
+                                                    "seconds")} if inc else None}
