@@ -88,14 +88,29 @@ def _lists(bundle: Path) -> dict[str, list[str]]:
     return lists
 
 
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every live process, read from /proc (ps cuts
+    long command lines such as the spark-submit JVM's, and lines after them went missing)."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # ended meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), cmdline.strip() or stat[: stat.rindex(")") + 1])
+    return table
+
+
 def _descendants(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of every live process under pid."""
-    out = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True).stdout
     children: dict[int, list[tuple[int, str]]] = {}
-    for line in out.splitlines():
-        parts = line.split(None, 2)
-        if len(parts) == 3:
-            children.setdefault(int(parts[1]), []).append((int(parts[0]), parts[2]))
+    for child, (parent, cmd) in _processes().items():
+        children.setdefault(parent, []).append((child, cmd))
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -357,7 +372,7 @@ def test_scheduled_run_on_postgres_survives_a_killed_task(
     assert set(sessions) == {"api-server", "scheduler", "dag-processor"}
     down = af.script("down", timeout=300)
     assert down.returncode == 0, down.stdout + down.stderr
-    left = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True, text=True).stdout
+    left = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
     strays = [line for line in left.splitlines() if line.split()[1] in {str(p) for p in sessions.values()}]
     assert strays == []
     postmaster = af.directory / "pg" / "data" / "postmaster.pid"
