@@ -18,7 +18,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DIR="$(mkdir -p "${AIRFLOW_PROD_DIR:-$ROOT/.airflow-prod}" && cd "${AIRFLOW_PROD_DIR:-$ROOT/.airflow-prod}" && pwd)"
+DIR="$(realpath -m "${AIRFLOW_PROD_DIR:-$ROOT/.airflow-prod}")"
 PG="$DIR/pg"
 COMPONENTS=(api-server scheduler dag-processor)
 PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
