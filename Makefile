@@ -12,9 +12,9 @@ PORT ?= 8000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: cluster-up cluster-down cluster-status cluster-nightly cluster-airflow setup redis-tools native-blas monitoring-tools haproxy-tools test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
+.PHONY: cluster-up cluster-down cluster-status cluster-nightly cluster-airflow setup redis-tools native-blas monitoring-tools haproxy-tools postgres-tools airflow-prod-up airflow-prod-down airflow-prod-status test test-fast lint typecheck demo airflow serve bench bench-tools bench-quality lock clean check-java
 
-setup: $(STAMP) redis-tools monitoring-tools haproxy-tools native-blas
+setup: $(STAMP) redis-tools monitoring-tools haproxy-tools native-blas postgres-tools
 
 # $(call debian_tool,CHECK,PACKAGE,HINT): run CHECK; when it fails, install the Debian
 # PACKAGE if apt-get is present and we are root, else print how (HINT) and go on: the
@@ -54,6 +54,14 @@ haproxy-tools:
 # libopenblas0-pthread`, `dnf install openblas`). The run logs and records which one loaded.
 native-blas:
 	$(call debian_tool,{ ls /usr/lib/*/libblas.so.3 || ls /usr/lib64/libblas.so.3; },libopenblas0-pthread,install a native libblas.so.3 (apt-get install libopenblas0-pthread / dnf install openblas); Spark ALS runs on Java BLAS meanwhile)
+
+# The production-shaped Airflow (`make airflow-prod-up`) keeps its metadata in a PostgreSQL
+# cluster of its own, started from the server binaries of Debian's postgresql package (15 on
+# bookworm), installed here when apt-get is present and we are root; elsewhere install
+# PostgreSQL yourself (`apt-get install postgresql`, `brew install postgresql@15`) or the
+# scheduler + PostgreSQL test skips. Debian's own cluster/service is not used.
+postgres-tools:
+	$(call debian_tool,{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; },postgresql,install it (apt-get install postgresql / brew install postgresql@15); the Airflow scheduler + PostgreSQL test skips)
 
 check-java:
 	@command -v java >/dev/null 2>&1 || { echo "ERROR: java not found. Spark 4 needs Java 17+ (apt-get install openjdk-17-jre-headless)."; exit 1; }
@@ -114,6 +122,17 @@ cluster-down:
 airflow: setup
 	bash scripts/airflow_standalone.sh
 
+# Airflow as in production (docs/airflow.md, "Production: scheduler + PostgreSQL"): its own
+# PostgreSQL under .airflow-prod/pg, LocalExecutor, api-server + scheduler + dag-processor.
+airflow-prod-up: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/airflow_prod.sh up
+
+airflow-prod-status:
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/airflow_prod.sh status
+
+airflow-prod-down:
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/airflow_prod.sh down
+
 serve: setup
 	$(BIN)/recsys serve --artifacts $(ART) --port $(PORT)
 
@@ -130,7 +149,7 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu/torch==\1/' > constraints.txt.new && mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) artifacts .airflow
+	rm -rf $(VENV) artifacts .airflow .airflow-prod
 
 # Ranking quality on an external hold-out (docs/quality.md): ml-latest-small split per user,
 # both protocols, default config and the protocol-matched one; results in bench/results/quality/.

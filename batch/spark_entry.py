@@ -14,6 +14,11 @@ from pathlib import Path
 if __name__ == "__main__":
     os.environ.setdefault("RECSYS_SPARK_SUBMITTED", "1")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from shared.parent_death import die_with_parent
+
+    # The driver dies with the spark-submit JVM that started it: a killed task must not
+    # leave a driver writing the stage's outputs beside its retry (shared/parent_death.py).
+    die_with_parent()
     import logging
 
     from typer.main import get_command

@@ -19,10 +19,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Asset
 
 from shared.errors import StageFailed
+from shared.parent_death import die_with_parent_preexec
 
 log = logging.getLogger("recsys.dags")
 
@@ -117,6 +119,25 @@ def recsys_cli(environ: Mapping[str, str] | None = None) -> list[str]:
     return [sys.executable, "-m", "shared.cli"]
 
 
+class TaskBoundSparkSubmitHook(SparkSubmitHook):
+    """The provider's hook, with spark-submit bound to the task process that started it.
+
+    A task runner killed with SIGKILL cannot stop its children, and the provider's on_kill()
+    never runs then: the spark-submit JVM (and the stage's driver under it) ran on as orphans
+    beside the task's retry. Here the kernel kills spark-submit when the task runner dies,
+    and spark-submit does not inherit the task runner's stdin (its request socket to the
+    supervisor: a child holding it kept the supervisor from noticing the task's death for
+    `[workers] socket_cleanup_timeout`, 60 s). docs/airflow.md, the task-kill drill.
+    """
+
+    def submit(self, application: str = "", **kwargs: Any) -> str | None:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        preexec = die_with_parent_preexec()
+        if preexec is not None:
+            kwargs.setdefault("preexec_fn", preexec)
+        return super().submit(application, **kwargs)
+
+
 class RecsysSparkStageOperator(SparkSubmitOperator):
     """spark-submit of one pipeline stage through the `spark_default` connection.
 
@@ -152,6 +173,12 @@ class RecsysSparkStageOperator(SparkSubmitOperator):
         self._adapt_to_connection()
         self.log.info("stage %s: %s %s", self.stage, self.application, self.application_args)
         super().execute(context)
+
+    def _get_hook(self) -> SparkSubmitHook:
+        hook = super()._get_hook()
+        # Same construction as the provider's (all its arguments), our submit().
+        hook.__class__ = TaskBoundSparkSubmitHook
+        return hook
 
     def _adapt_to_connection(self) -> None:
         """Keep "change the connection, not the DAG" true for YARN cluster mode.

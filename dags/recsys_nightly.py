@@ -53,7 +53,9 @@ NOTIFY_TIMEOUT = timedelta(minutes=2)
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "recsys",
     "retries": 2,
-    "retry_delay": timedelta(minutes=2),
+    # RECSYS_RETRY_DELAY_SECONDS (parse time, like the sensor's timings) lets a drill or a
+    # test retry in seconds; production keeps 2 minutes.
+    "retry_delay": timedelta(seconds=env_int("RECSYS_RETRY_DELAY_SECONDS", 120)),
     # Airflow 3.3 takes a multiplier here (True would mean 1.0, i.e. no growth): 2 -> 2, 4 min.
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
