@@ -48,7 +48,10 @@ def run(ctx: RunContext) -> dict[str, object]:
     if ranker.get("feature_stats"):  # monitoring/feature_stats.json and its checks' summary
         extra["feature_stats"] = ranker["feature_stats"]
     # Which BLAS ALS ran on (batch/spark/blas.py): a slow night explains itself.
-    extra["blas"] = read_json(ctx.outputs.embeddings.stats).get("blas")
+    embeddings = read_json(ctx.outputs.embeddings.stats)
+    extra["blas"] = embeddings.get("blas")
+    # Which ALS engine fitted each variant, why, and how long it took (batch/spark/als.py).
+    extra["als"] = embeddings.get("als")
     BundleWriter(staging).finish(
         run_id=run_id,
         run_date=ctx.run_date.isoformat(),
