@@ -99,7 +99,7 @@ class AlsConfig(_Frozen):
     # reg_param is scaled by each one's number of ratings (ALS-WR): the two are not the
     # same number. This value was chosen by measured nDCG (docs/benchmarks.md).
     driver_reg_param: float = Field(
-        1.0, ge=0.0, description="the driver engine's (unscaled) regularisation"
+        100.0, ge=0.0, description="the driver engine's (unscaled) regularisation"
     )
 
 
