@@ -8,8 +8,8 @@ the executors) and `driver` (the `implicit` library on the driver), in one sitti
 Parts (each adds its key to --out, the others are kept):
   * sweep: the driver engine's regularisation (implicit's is one constant; Spark's is scaled
     by each user's/item's ratings, ALS-WR), chosen by nDCG@10 of the ALS factors alone
-    (top 10 unseen items by dot product) on a seeded per-user 25 % hold-out, against Spark's
-    reg 0.05 on the same split;
+    (top 10 unseen items by dot product) on a seeded random 25 % of the (user, item) pairs
+    held out, against Spark's reg 0.05 on the same split (`--sweep-driver-only`: without it);
   * fit: one fit of the `full` variant's matrix (every interaction of the set, indexed
     densely once and cached as Parquet under --root) per engine, each in its own driver
     process (local[2], 8g heap), wall time of train_als plus writing both factor tables
