@@ -216,12 +216,12 @@ def part_sweep(sets: list[str], root: Path, regs: list[float],
     return results
 
 
-def part_quality(sets: list[str], root: Path) -> dict[str, object]:
+def part_quality(sets: list[str], root: Path, engines: tuple[str, ...] = ENGINES) -> dict[str, object]:
     results: dict[str, object] = {}
     for name in sets:
         data, run_date = prepare(name, root)
         entry: dict[str, object] = {}
-        for engine in ENGINES:
+        for engine in engines:
             art = root / f"art-{name}-{engine}"
             subprocess.run(["rm", "-rf", str(art)], check=True)
             config = root / f"config-{engine}.json"
@@ -263,6 +263,7 @@ def main() -> int:
     ap.add_argument("--regs", default="0.05,0.5,1,2,5,10")
     ap.add_argument("--sweep-driver-only", action="store_true", help="sweep: no Spark baseline fit")
     ap.add_argument("--skip-spark", default="", help="sets whose fit runs the driver engine only")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="quality: the engines run")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--tag", default="", help="appended to each part's key in --out")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "als_engines.json")
@@ -278,7 +279,7 @@ def main() -> int:
         elif part == "fit":
             got = part_fit(args.fit_sets.split(","), args.root, args.rounds, set(filter(None, args.skip_spark.split(","))))
         elif part == "quality":
-            got = part_quality(args.quality_sets.split(","), args.root)
+            got = part_quality(args.quality_sets.split(","), args.root, tuple(args.engines.split(",")))
         else:
             raise SystemExit(f"unknown part {part!r}")
         results[part + args.tag] = {**got, "_meta": {
