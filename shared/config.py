@@ -69,12 +69,37 @@ class SplitConfig(_Frozen):
 class AlsConfig(_Frozen):
     rank: int = Field(64, ge=2)
     max_iter: int = Field(12, ge=1)
-    reg_param: float = Field(0.05, ge=0.0)
+    reg_param: float = Field(0.05, ge=0.0, description="Spark's ALS-WR regularisation")
     alpha: float = Field(20.0, ge=0.0)
     seed: int = 42
     checkpoint_interval: int = 5
     num_blocks: int | None = Field(
         None, ge=1, description="ALS user/item blocks; default: 1 per million ratings, 2..32"
+    )
+    # Where the factors are fitted (batch/spark/als.py, docs/benchmarks.md "ALS engines"):
+    # "driver" = the `implicit` library on the driver over the collected matrix (one
+    # machine, native code, an order of magnitude faster than MLlib here); "spark" = Spark
+    # MLlib ALS on the executors (the matrix never leaves the cluster); "auto" = driver
+    # while the matrix fits the two budgets below, else spark.
+    engine: Literal["auto", "spark", "driver"] = "auto"
+    driver_max_ratings: int = Field(
+        100_000_000, ge=0, description="auto: driver up to this many (user, item) pairs"
+    )
+    driver_max_memory_mb: int = Field(
+        4_096, ge=0,
+        description="auto: driver while its estimated memory for the matrix and factors "
+        "(batch/spark/als.py:driver_memory_bytes) stays under this",
+    )
+    driver_threads: int | None = Field(
+        None, ge=1,
+        description="the driver engine's threads; None: the local master's cores, "
+        "else spark.driver.cores (results do not depend on it)",
+    )
+    # implicit's regularisation is one constant for every user and item, where Spark's
+    # reg_param is scaled by each one's number of ratings (ALS-WR): the two are not the
+    # same number. This value was chosen by measured nDCG (docs/benchmarks.md).
+    driver_reg_param: float = Field(
+        100.0, ge=0.0, description="the driver engine's (unscaled) regularisation"
     )
 
 

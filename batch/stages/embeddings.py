@@ -61,10 +61,12 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         out.items,
     )
     which_blas = blas.loaded_blas(spark)
+    engines: dict[str, object] = {}
     for variant in MODEL_VARIANTS:
-        user_f, item_f = als.train_als(read(spark, out.train_for(variant)), ctx.config.als)
-        write(user_f.orderBy("user_idx"), out.user_factors(variant), 2)
-        write(item_f.orderBy("item_idx"), out.item_factors(variant))
+        fit = als.train_als(read(spark, out.train_for(variant)), ctx.config.als)
+        write(fit.users.orderBy("user_idx"), out.user_factors(variant), 2)
+        write(fit.items.orderBy("item_idx"), out.item_factors(variant))
+        engines[variant] = fit.info
     test = read(spark, out.test)
     counts: dict[str, object] = {
         "train": read(spark, out.train).count(),
@@ -74,6 +76,9 @@ def run(ctx: RunContext, spark: SparkSession) -> dict[str, object]:
         "explicit_negatives": {r["event_type"]: int(r["count"]) for r in
                                read(spark, out.explicit_negatives).groupBy("event_type").count().collect()},
         "blas": which_blas,
+        # Which ALS engine fitted each variant and why (batch/spark/als.py); `blas` is
+        # only what the spark engine ran on.
+        "als": engines,
     }
     write_json(out.stats, counts)
     return counts

@@ -50,7 +50,10 @@ def run(ctx: RunContext) -> dict[str, object]:
     if ranker.get("incremental"):  # users whose list was reused from the previous run / scored
         extra["rank_incremental"] = ranker["incremental"]
     # Which BLAS ALS ran on (batch/spark/blas.py): a slow night explains itself.
-    extra["blas"] = read_json(ctx.outputs.embeddings.stats).get("blas")
+    embeddings = read_json(ctx.outputs.embeddings.stats)
+    extra["blas"] = embeddings.get("blas")
+    # Which ALS engine fitted each variant, why, and how long it took (batch/spark/als.py).
+    extra["als"] = embeddings.get("als")
     BundleWriter(staging).finish(
         run_id=run_id,
         run_date=ctx.run_date.isoformat(),

@@ -4,9 +4,13 @@
   * `recsys batch run --spark-master spark://...` publishes a bundle whose evaluation
     metrics equal, to the 4th decimal, those of the `pipeline_artifacts` fixture (the same
     tiny data and config on a local session, reused rather than run again);
-  * a worker JVM killed mid-stage (ALS) changes nothing: Spark redoes the lost tasks on
-    the other worker, the run succeeds with the same metrics and the dead worker's
-    executor exits by itself;
+  * a worker JVM killed mid-stage (embeddings, before the stage ends) changes nothing:
+    Spark redoes the lost tasks on the other worker, the run succeeds with the same
+    metrics and the dead worker's executor exits by itself;
+  * ALS runs on the engine `auto` picks for the tiny data (the driver, as in the local
+    fixture run; batch/spark/als.py): the matrix is collected from the executors and the
+    factors written back through them, and the stage's other work (id maps, splits, the
+    ratings aggregation, the factor writes) is executor work the kill interrupts;
   * both workers ran executors, and what executors need arrived by shipping: the project's
     code zip and the index/EASE files sit in their own work directories;
   * nothing relies on the driver's disk: the workers run with the driver's private
@@ -33,15 +37,17 @@ import pytest
 
 from batch.cluster.standalone import ClusterState, StandaloneCluster, group_pids, stop
 from shared.bundle import current_bundle
-from shared.bundle_layout import METRICS
+from shared.bundle_layout import MANIFEST, METRICS
 from tests.conftest import TINY_RUN_DATE, tiny_config
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 1200  # seconds; ~2-7 min on 2 shared cores
-# The fault: worker-2's JVM is SIGKILLed this long after ALS (embeddings) starts; its
-# executor's tasks and shuffle output are lost and redone on worker-1.
+# The fault: worker-2's JVM is SIGKILLed this long after the embeddings stage starts (id
+# maps, splits, ALS: Spark jobs on the executors but for the driver engine's fit, well
+# under a second here); its executor's tasks and shuffle output are lost and redone on
+# worker-1. The test checks the kill came before the stage ended.
 KILL_IN_STAGE = "embeddings"
 KILL_DELAY_S = 5.0
 
@@ -128,12 +134,15 @@ def test_nightly_on_the_cluster_matches_local(
     watchdog = threading.Timer(RUN_TIMEOUT, proc.kill)  # a hang fails instead of blocking CI
     watchdog.start()
     lines: list[str] = []
+    stage_done: list[float] = []
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
             if timer.ident is None and f"{KILL_IN_STAGE}: started" in line:
                 timer.start()  # the worker JVM dies while the stage's tasks run
+            if not stage_done and f"{KILL_IN_STAGE}: done in" in line:
+                stage_done.append(time.monotonic())
         rc = proc.wait()
     finally:
         watchdog.cancel()
@@ -141,6 +150,8 @@ def test_nightly_on_the_cluster_matches_local(
     output = "".join(lines)
     assert rc == 0, output[-6000:]
     assert killed, "the run ended before the worker was killed"
+    # The fault hit the stage itself, not a later one (a faster stage would need a shorter delay).
+    assert stage_done and killed[0] < stage_done[0], "the stage ended before the kill"
     assert "Lost executor" in output, output[-6000:]  # the fault really hit the application
     # The killed worker's executor ended by itself (it watches its worker): no stray JVM.
     assert group_pids(victim.pid) == []
@@ -151,6 +162,12 @@ def test_nightly_on_the_cluster_matches_local(
     assert want.keys() == got.keys()
     assert {k: (want[k], got[k]) for k in want if want[k] != got[k]} == {}
     assert got["/lists/merged/ndcg@10"] > 0.0
+    # Both runs fitted ALS on the same engine (what makes equal metrics expected), here the
+    # driver: `auto` on the tiny matrix.
+    engines = [json.loads((current_bundle(a) / MANIFEST).read_text())["extra"]["als"]
+               for a in (pipeline_artifacts, art)]
+    assert [{v: e["engine"] for v, e in run.items()} for run in engines] == [
+        {"ranker": "driver", "eval": "driver", "full": "driver"}] * 2
 
     # Both workers ran an executor of this application; the files its tasks opened came
     # to them through the driver (addFile/addPyFile), into their own work directories.
