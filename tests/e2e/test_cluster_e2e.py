@@ -7,10 +7,8 @@
   * a worker JVM killed mid-stage (embeddings, before the stage ends) changes nothing:
     Spark redoes the lost tasks on the other worker, the run succeeds with the same
     metrics and the dead worker's executor exits by itself;
-  * ALS runs on the engine `auto` picks for the tiny data (the driver, as in the local
-    fixture run; batch/spark/als.py): the matrix is collected from the executors and the
-    factors written back through them, and the stage's other work (id maps, splits, the
-    ratings aggregation, the factor writes) is executor work the kill interrupts;
+  * ALS runs on the default engine, Spark MLlib, as in the local fixture run
+    (batch/spark/als.py): the kill lands in executor work (id maps, splits, ALS);
   * both workers ran executors, and what executors need arrived by shipping: the project's
     code zip and the index/EASE files sit in their own work directories;
   * nothing relies on the driver's disk: the workers run with the driver's private
@@ -45,9 +43,8 @@ pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 1200  # seconds; ~2-7 min on 2 shared cores
 # The fault: worker-2's JVM is SIGKILLed this long after the embeddings stage starts (id
-# maps, splits, ALS: Spark jobs on the executors but for the driver engine's fit, well
-# under a second here); its executor's tasks and shuffle output are lost and redone on
-# worker-1. The test checks the kill came before the stage ended.
+# maps, splits, ALS on Spark MLlib: all Spark jobs on the executors); its executor's
+# tasks and shuffle output are lost and redone on worker-1. The test checks the kill came before the stage ended.
 KILL_IN_STAGE = "embeddings"
 KILL_DELAY_S = 5.0
 
@@ -162,12 +159,12 @@ def test_nightly_on_the_cluster_matches_local(
     assert want.keys() == got.keys()
     assert {k: (want[k], got[k]) for k in want if want[k] != got[k]} == {}
     assert got["/lists/merged/ndcg@10"] > 0.0
-    # Both runs fitted ALS on the same engine (what makes equal metrics expected), here the
-    # driver: `auto` on the tiny matrix.
+    # Both runs fitted ALS on the same engine (what makes equal metrics expected): the
+    # default, Spark MLlib, on the executors the kill interrupts.
     engines = [json.loads((current_bundle(a) / MANIFEST).read_text())["extra"]["als"]
                for a in (pipeline_artifacts, art)]
     assert [{v: e["engine"] for v, e in run.items()} for run in engines] == [
-        {"ranker": "driver", "eval": "driver", "full": "driver"}] * 2
+        {"ranker": "spark", "eval": "spark", "full": "spark"}] * 2
 
     # Both workers ran an executor of this application; the files its tasks opened came
     # to them through the driver (addFile/addPyFile), into their own work directories.

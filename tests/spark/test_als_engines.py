@@ -18,7 +18,7 @@ from shared.config import AlsConfig
 pytestmark = pytest.mark.spark
 pytest.importorskip("implicit")
 
-SMALL = AlsConfig(rank=8, max_iter=6, seed=5)
+SMALL = AlsConfig(rank=8, max_iter=6, seed=5, engine="auto")
 
 
 def _interactions(spark, seed: int = 2, users: int = 90, items: int = 45):  # type: ignore[no-untyped-def]
@@ -58,9 +58,11 @@ def test_auto_picks_the_driver_within_budget_and_spark_beyond_it(spark) -> None:
 
 def test_choose_engine_is_the_budget_rule() -> None:
     size = als.MatrixSize(ratings=20_000_000, users=400_000, items=60_000)
-    assert als.choose_engine(AlsConfig(), size)[0] == "driver"
-    assert als.choose_engine(AlsConfig(driver_max_memory_mb=500), size)[0] == "spark"
-    assert als.choose_engine(AlsConfig(driver_max_ratings=10_000_000), size)[0] == "spark"
+    assert als.choose_engine(AlsConfig(), size) == ("spark", "als.engine=spark")  # the default
+    auto = AlsConfig(engine="auto")
+    assert als.choose_engine(auto, size)[0] == "driver"
+    assert als.choose_engine(auto.model_copy(update={"driver_max_memory_mb": 500}), size)[0] == "spark"
+    assert als.choose_engine(auto.model_copy(update={"driver_max_ratings": 10_000_000}), size)[0] == "spark"
     assert als.choose_engine(AlsConfig(engine="driver", driver_max_ratings=0), size)[0] == "driver"
 
 

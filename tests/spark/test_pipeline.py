@@ -61,11 +61,10 @@ def test_published_bundle_is_complete_and_consistent(pipeline_artifacts: Path) -
     assert blas["blas"] in {"JNIBLAS", "VectorBLAS", "JavaBLAS"} and blas["lapack"]
     if native_blas_installed():
         assert blas == {"blas": "JNIBLAS", "lapack": blas["lapack"], "native": True}
-    # Which ALS engine fitted each variant: `auto` on the tiny matrix takes the driver.
+    # Which ALS engine fitted each variant: the default, Spark MLlib.
     engines = manifest.extra["als"]
     assert set(engines) == {"ranker", "eval", "full"}
-    assert {e["engine"] for e in engines.values()} == {"driver"}
-    assert all("within the driver budgets" in e["why"] and e["threads"] == 2 for e in engines.values())
+    assert {(e["engine"], e["why"]) for e in engines.values()} == {("spark", "als.engine=spark")}
     assert engines["full"]["ratings"] > engines["eval"]["ratings"] > 0
 
 
