@@ -43,7 +43,7 @@ import psutil  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.pipeline_bench import SETS, prepare  # noqa: E402
+from bench.pipeline_bench import SETS, prepare, tree_rss  # noqa: E402
 
 PY = sys.executable
 RECSYS = str(Path(PY).parent / "recsys")
@@ -72,16 +72,6 @@ wall = time.perf_counter() - t
 print(json.dumps({"seconds": round(wall, 2), **fit.info, **blas.loaded_blas(spark)}))
 spark.stop()
 """
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
 
 
 def run_sampled(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[str, int, int]:

@@ -8,6 +8,7 @@ publish new runs into it freely.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shared.bundle import current_bundle, load_manifest, run_dir, write_current
-from shared.bundle_layout import MANIFEST
+from shared.bundle_layout import MANIFEST, METRICS
 from tests.online.bundle_factory import build_bundle
 
 
@@ -53,3 +54,24 @@ def publish_clone(artifacts: Path, run_id: str, publish: bool = True) -> Path:
     if publish:
         write_current(artifacts, run_id)
     return target
+
+
+def _metric_leaves(tree: object, prefix: str = "") -> dict[str, object]:
+    """metrics.json flattened to path -> value, floats rounded to the 4th decimal."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _metric_leaves(sub, f"{prefix}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _metric_leaves(sub, f"{prefix}[{i}]").items()}
+    if isinstance(tree, float):
+        return {prefix: round(tree, 4)}
+    return {prefix: tree}
+
+
+def assert_same_metrics(reference: Path, bundle: Path) -> None:
+    """The two bundles' metrics.json agree on every number to the 4th decimal (what a run
+    on another engine, a cluster or a retry must give), and the lists scored something."""
+    want = _metric_leaves(json.loads((reference / METRICS).read_text()))
+    got = _metric_leaves(json.loads((bundle / METRICS).read_text()))
+    assert want.keys() == got.keys()
+    assert {k: (want[k], got[k]) for k in want if want[k] != got[k]} == {}
+    assert got["/lists/merged/ndcg@10"] > 0.0

@@ -39,10 +39,10 @@ from batch.cluster.standalone import (
 )
 from batch.stages import STAGE_NAMES, STAGES
 from shared.bundle import current_bundle
-from shared.bundle_layout import METRICS
 from tests.conftest import TINY_RUN_DATE, tiny_config
+from tests.e2e.conftest import assert_same_metrics
 from tests.e2e.test_airflow_dags import AIRFLOW, BIN, _skip_without_prerequisites
-from tests.e2e.test_cluster_e2e import _can_hide, _installed_code_dirs, _leaves
+from tests.e2e.test_cluster_e2e import _can_hide, _installed_code_dirs
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 
@@ -156,12 +156,7 @@ def test_nightly_dag_through_spark_default_on_the_cluster(
     assert log.count(f"--master {cluster.master_url}") >= len(SESSION_STAGES), log[-3000:]
     assert "--deploy-mode client" in log
 
-    local = json.loads((current_bundle(pipeline_artifacts) / METRICS).read_text())
-    remote = json.loads((current_bundle(art) / METRICS).read_text())
-    want, got = _leaves(local), _leaves(remote)
-    assert want.keys() == got.keys()
-    assert {k: (want[k], got[k]) for k in want if want[k] != got[k]} == {}
-    assert got["/lists/merged/ndcg@10"] > 0.0
+    assert_same_metrics(current_bundle(pipeline_artifacts), current_bundle(art))
 
     # The master saw one application per session stage, all finished (none still running),
     # named by the operator (`recsys-<stage>`).

@@ -41,6 +41,7 @@ import pytest
 from shared import bundle_layout as layout
 from shared.bundle import current_bundle
 from tests.conftest import TINY_RUN_DATE, tiny_config
+from tests.e2e.conftest import assert_same_metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
@@ -65,15 +66,6 @@ def _pg_bin() -> Path | None:
     return None
 
 
-def _leaves(tree: object, prefix: str = "") -> dict[str, object]:
-    """metrics.json flattened to path -> value, floats rounded to the 4th decimal."""
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}/{key}").items()}
-    if isinstance(tree, list):
-        return {k: v for i, sub in enumerate(tree) for k, v in _leaves(sub, f"{prefix}[{i}]").items()}
-    if isinstance(tree, float):
-        return {prefix: round(tree, 4)}
-    return {prefix: tree}
 
 
 def _lists(bundle: Path) -> dict[str, list[str]]:
@@ -365,11 +357,7 @@ def test_scheduled_run_on_postgres_survives_a_killed_task(
     bundle, reference = current_bundle(art), current_bundle(pipeline_artifacts)
     manifest = json.loads((bundle / layout.MANIFEST).read_text())
     assert manifest["run_date"] == TINY_RUN_DATE.isoformat()
-    want = _leaves(json.loads((reference / layout.METRICS).read_text()))
-    got = _leaves(json.loads((bundle / layout.METRICS).read_text()))
-    assert want.keys() == got.keys()
-    assert {k: (want[k], got[k]) for k in want if want[k] != got[k]} == {}
-    assert got["/lists/merged/ndcg@10"] > 0.0
+    assert_same_metrics(reference, bundle)
     want_lists, got_lists = _lists(reference), _lists(bundle)
     assert len(got_lists) > 0 and got_lists.keys() == want_lists.keys()
     assert [u for u in want_lists if want_lists[u] != got_lists[u]] == []

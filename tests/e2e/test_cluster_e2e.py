@@ -35,8 +35,9 @@ import pytest
 
 from batch.cluster.standalone import ClusterState, StandaloneCluster, group_pids, stop
 from shared.bundle import current_bundle
-from shared.bundle_layout import MANIFEST, METRICS
+from shared.bundle_layout import MANIFEST
 from tests.conftest import TINY_RUN_DATE, tiny_config
+from tests.e2e.conftest import assert_same_metrics
 
 pytestmark = [pytest.mark.spark, pytest.mark.e2e]
 
@@ -64,14 +65,6 @@ def _installed_code_dirs() -> list[Path]:
     return [Path(p) for p in probe.stdout.split()] if probe.returncode == 0 else []
 
 
-def _leaves(tree: object, prefix: str = "") -> dict[str, object]:
-    if isinstance(tree, dict):
-        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}/{key}").items()}
-    if isinstance(tree, list):
-        return {k: v for i, sub in enumerate(tree) for k, v in _leaves(sub, f"{prefix}[{i}]").items()}
-    if isinstance(tree, float):
-        return {prefix: round(tree, 4)}
-    return {prefix: tree}
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +146,7 @@ def test_nightly_on_the_cluster_matches_local(
     # The killed worker's executor ended by itself (it watches its worker): no stray JVM.
     assert group_pids(victim.pid) == []
 
-    local = json.loads((current_bundle(pipeline_artifacts) / METRICS).read_text())
-    remote = json.loads((current_bundle(art) / METRICS).read_text())
-    want, got = _leaves(local), _leaves(remote)
-    assert want.keys() == got.keys()
-    assert {k: (want[k], got[k]) for k in want if want[k] != got[k]} == {}
-    assert got["/lists/merged/ndcg@10"] > 0.0
+    assert_same_metrics(current_bundle(pipeline_artifacts), current_bundle(art))
     # Both runs fitted ALS on the same engine (what makes equal metrics expected): the
     # default, Spark MLlib, on the executors the kill interrupts.
     engines = [json.loads((current_bundle(a) / MANIFEST).read_text())["extra"]["als"]
