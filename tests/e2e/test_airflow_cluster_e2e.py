@@ -170,7 +170,12 @@ def test_nightly_dag_through_spark_default_on_the_cluster(
     workers = [d for d in cluster.daemons if d.role.startswith("worker")]
     executors = [p for w in workers for p in Path(cluster.directory, w.role, "work").glob("app-*/*")]
     assert {p.parent.name for p in executors} == set(apps)
-    for executor in executors:
+    # An executor that ran no task holds only its logs: the master may start a replacement
+    # in the instant between one executor's exit at shutdown and the application's
+    # unregistering (seen: app-...-0000/2, launched and killed within the same second).
+    worked = [e for e in executors if {p.name for p in e.iterdir()} - {"stdout", "stderr"}]
+    assert {e.parent.name for e in worked} == set(apps)
+    for executor in worked:
         names = [p.name for p in executor.iterdir()]
         assert any(n.startswith("recsys-code-") and n.endswith(".zip") for n in names), (executor, names)
     # The stage that ships the FAISS index (candidates) did so into its executors' dirs.
